@@ -1,0 +1,90 @@
+"""Running one node: store, upstream, client-facing server and admin listener on uvloop.
+
+Contract: :func:`serve` runs until SIGINT/SIGTERM, then stops accepting, drains in-flight
+requests (up to ``drain_timeout``) and closes everything it opened. :class:`RunningNode` is the
+same for tests (start/stop inside an existing event loop).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from aiohttp import web
+
+from edgeproxy.admin import build_admin_app
+from edgeproxy.cache.store import DiskStore
+from edgeproxy.config import Config
+from edgeproxy.proxy.handler import Node
+from edgeproxy.proxy.server import HttpServer
+from edgeproxy.proxy.upstream import Upstream
+
+log = logging.getLogger("edgeproxy")
+
+
+class RunningNode:
+    """A node started inside the current event loop."""
+
+    def __init__(self, config: Config, environ: dict[str, str] | None = None) -> None:
+        self.config = config
+        self.store = DiskStore(
+            config.store.path,
+            max_size=config.store.max_size,
+            ram_size=config.store.ram_size,
+            ram_object_max=config.store.ram_object_max,
+        )
+        self.upstream = Upstream(config.upstream, environ)
+        self.node = Node(config, self.store, self.upstream)
+        self.server = HttpServer(self.node, config.node)
+        self._admin_runner: web.AppRunner | None = None
+        self.port = 0
+        self.admin_port = 0
+
+    async def start(self) -> None:
+        cfg = self.config.node
+        await self.store.start()
+        await self.upstream.start()
+        await self.server.start(cfg.listen_host, cfg.listen_port)
+        self.port = self.server.port
+        self._admin_runner = web.AppRunner(build_admin_app(self.node), access_log=None)
+        await self._admin_runner.setup()
+        site = web.TCPSite(self._admin_runner, cfg.admin_host, cfg.admin_port)
+        await site.start()
+        server = site._server
+        self.admin_port = server.sockets[0].getsockname()[1] if server else cfg.admin_port
+
+    async def stop(self, drain_timeout: float = 10.0) -> None:
+        await self.server.stop(drain_timeout)
+        if self._admin_runner is not None:
+            await self._admin_runner.cleanup()
+        await self.upstream.close()
+        await self.store.close()
+
+
+async def _serve(config: Config) -> None:
+    node = RunningNode(config)
+    await node.start()
+    log.info(
+        "node %s (%s) serving http://%s:%d/ (admin http://%s:%d/healthz)",
+        config.node.name,
+        config.node.role,
+        config.node.listen_host,
+        node.port,
+        config.node.admin_host,
+        node.admin_port,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("node %s stopping", config.node.name)
+    await node.stop()
+
+
+def serve(config: Config) -> None:
+    """Run a node on uvloop until SIGINT/SIGTERM."""
+    import uvloop
+
+    uvloop.run(_serve(config))

@@ -1,0 +1,154 @@
+"""Stored metadata of one cached response, and its (de)serialisation.
+
+Contract: an :class:`Entry` is what the store publishes for a key: status, stored header fields
+(hop-by-hop fields already removed, RFC 9111 sec. 3.1), the times needed for the age calculation
+(RFC 9111 sec. 4.2.3), the freshness lifetime after the cache policy was applied, the body's size
+and xxh3-64 checksum, the body file's name, and the request header values that Vary selected
+(RFC 9111 sec. 4.1). Runtime-only fields (parsed Cache-Control, pre-serialised header block, the
+body mapped in memory) are never persisted.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from multidict import CIMultiDict
+
+from edgeproxy.http.cache_control import CacheControl, parse_cache_control
+
+FORMAT_VERSION = 1
+
+
+class Entry:
+    """One stored response. Mutable only through the store (revalidation updates headers)."""
+
+    __slots__ = (
+        "body_file",
+        "cc",
+        "checksum",
+        "etag",
+        "fresh_until",
+        "head_cache",
+        "headers",
+        "initial_age",
+        "key_hex",
+        "last_modified",
+        "lifetime",
+        "mapped",
+        "path",
+        "reason",
+        "request_time",
+        "response_time",
+        "size",
+        "status",
+        "vary",
+        "verified",
+    )
+
+    def __init__(
+        self,
+        *,
+        key_hex: str,
+        path: str,
+        status: int,
+        reason: str,
+        headers: list[tuple[str, str]],
+        request_time: float,
+        response_time: float,
+        initial_age: float,
+        lifetime: float,
+        size: int,
+        checksum: str,
+        body_file: str,
+        vary: dict[str, str | None] | None = None,
+        verified: bool = True,
+    ) -> None:
+        self.key_hex = key_hex
+        self.path = path
+        self.status = status
+        self.reason = reason
+        self.request_time = request_time
+        self.response_time = response_time
+        self.initial_age = initial_age
+        self.lifetime = lifetime
+        self.size = size
+        self.checksum = checksum
+        self.body_file = body_file
+        self.vary = vary
+        self.verified = verified
+        self.mapped: Any = None  # mmap of the body, opened lazily by the store
+        self.head_cache: Any = None  # pre-serialised response head, built by the server
+        self.set_headers(headers)
+
+    def set_headers(self, headers: list[tuple[str, str]]) -> None:
+        """Replace the stored header fields and everything derived from them."""
+        self.headers = headers
+        md = CIMultiDict(headers)
+        self.cc: CacheControl = parse_cache_control(md.getall("cache-control", []))
+        self.etag: str | None = md.get("etag")
+        self.last_modified: str | None = md.get("last-modified")
+        # RFC 9111 sec. 4.2.3: the response is fresh while current_age < lifetime, i.e. while
+        # now - response_time + initial_age < lifetime.
+        self.fresh_until = self.response_time - self.initial_age + self.lifetime
+        self.head_cache = None
+
+    def header_multidict(self) -> CIMultiDict[str]:
+        return CIMultiDict(self.headers)
+
+    def age(self, now: float) -> float:
+        """current_age (RFC 9111 sec. 4.2.3): corrected initial age plus resident time."""
+        return self.initial_age + max(0.0, now - self.response_time)
+
+    def ttl(self, now: float) -> int:
+        """Remaining freshness in seconds (RFC 9211 sec. 2.7 ``ttl``); negative when stale."""
+        return int(self.fresh_until - now)
+
+    def to_json(self) -> bytes:
+        return json.dumps(
+            {
+                "v": FORMAT_VERSION,
+                "key": self.key_hex,
+                "path": self.path,
+                "status": self.status,
+                "reason": self.reason,
+                "headers": self.headers,
+                "request_time": self.request_time,
+                "response_time": self.response_time,
+                "initial_age": self.initial_age,
+                "lifetime": self.lifetime,
+                "size": self.size,
+                "checksum": self.checksum,
+                "body": self.body_file,
+                "vary": self.vary,
+            },
+            separators=(",", ":"),
+        ).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> Entry:
+        """Parse stored metadata; raises ValueError on anything malformed (the caller drops it)."""
+        try:
+            d = json.loads(raw)
+            if d.get("v") != FORMAT_VERSION:
+                raise ValueError(f"unknown metadata version {d.get('v')!r}")
+            headers = [(str(n), str(v)) for n, v in d["headers"]]
+            vary = d.get("vary")
+            return cls(
+                key_hex=str(d["key"]),
+                path=str(d["path"]),
+                status=int(d["status"]),
+                reason=str(d["reason"]),
+                headers=headers,
+                request_time=float(d["request_time"]),
+                response_time=float(d["response_time"]),
+                initial_age=float(d["initial_age"]),
+                lifetime=float(d["lifetime"]),
+                size=int(d["size"]),
+                checksum=str(d["checksum"]),
+                body_file=str(d["body"]),
+                vary=dict(vary) if vary is not None else None,
+                verified=False,
+            )
+        except (KeyError, TypeError, ValueError, json.JSONDecodeError) as exc:
+            raise ValueError(f"bad entry metadata: {exc}") from exc

@@ -1,0 +1,469 @@
+"""The disk store: one metadata file and one body file per entry, published atomically.
+
+Layout under ``root``::
+
+    objects/ab/cd/<key>.meta            JSON metadata (the commit point)
+    objects/ab/cd/<key>.<gen>.body      the body of one version
+    tmp/                                bodies being written (same file system: rename is atomic)
+
+Contract:
+- A crash at any point never leaves a torn entry visible: a body is written to ``tmp/``, renamed
+  to a new, version-unique name, and only then the metadata naming it is written to a temporary
+  file and renamed over ``<key>.meta``. Orphan bodies and temporary files are removed at start.
+- A body whose size or xxh3-64 checksum does not match its metadata is never served: entries
+  written by this process are trusted; entries found on disk are verified on first use, and a
+  mismatch makes that lookup a miss and drops the entry.
+- ``start()`` returns at once; the index is rebuilt from disk in a thread while the node already
+  answers (a key not yet indexed is looked up on disk directly).
+- The byte budget ``max_size`` is kept by evicting what the policy names, after each publish.
+- All file I/O runs in the executor, never on the event loop; the hit path (``peek``,
+  ``ram_body``, ``Entry.mapped``) does no system call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import mmap
+import os
+import shutil
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import xxhash
+from cachetools import LRUCache
+
+from edgeproxy.cache.entry import Entry
+from edgeproxy.cache.eviction import LruPolicy
+
+log = logging.getLogger("edgeproxy.store")
+
+FLUSH_BYTES = 256 * 1024
+
+
+def _checksum_hex(hasher: xxhash.xxh3_64) -> str:
+    return hasher.hexdigest()
+
+
+class BodyWriter:
+    """Streams one body into a temporary file, computing size and checksum on the way.
+
+    Small bodies (up to ``keep_limit``) are also kept in memory so the RAM layer can take them
+    without reading the file back.
+    """
+
+    def __init__(self, store: DiskStore, key_hex: str) -> None:
+        self._store = store
+        self.key_hex = key_hex
+        self.tmp_path = store.tmp_dir / f"{key_hex}.{os.getpid()}.{os.urandom(4).hex()}.part"
+        self._fd: int | None = None
+        self._pending: list[bytes] = []
+        self._pending_len = 0
+        self._hasher = xxhash.xxh3_64()
+        self.size = 0
+        self._kept: list[bytes] | None = []
+        self._keep_limit = store.ram_object_max
+        self.failed: BaseException | None = None
+
+    async def write(self, chunk: bytes) -> None:
+        if not chunk:
+            return
+        self._hasher.update(chunk)
+        self.size += len(chunk)
+        if self._kept is not None:
+            if self.size <= self._keep_limit:
+                self._kept.append(chunk)
+            else:
+                self._kept = None
+        self._pending.append(chunk)
+        self._pending_len += len(chunk)
+        if self._pending_len >= FLUSH_BYTES:
+            await self._flush()
+
+    async def _flush(self) -> None:
+        if not self._pending:
+            return
+        data = b"".join(self._pending)
+        self._pending.clear()
+        self._pending_len = 0
+        await self._store.run_io(self._write_sync, data)
+
+    def _write_sync(self, data: bytes) -> None:
+        if self._fd is None:
+            self._fd = os.open(self.tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        view = memoryview(data)
+        while view:
+            written = os.write(self._fd, view)
+            view = view[written:]
+
+    async def finish(self) -> tuple[int, str, bytes | None]:
+        """Flush and close; returns (size, checksum, body bytes if small enough to keep)."""
+        if not self._pending and self._fd is None:
+            # empty body: still create the file so publishing is uniform
+            await self._store.run_io(self._write_sync, b"")
+        await self._flush()
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            await self._store.run_io(os.close, fd)
+        kept = b"".join(self._kept) if self._kept is not None else None
+        return self.size, _checksum_hex(self._hasher), kept
+
+    async def abort(self) -> None:
+        """Discard: nothing of this body is ever published."""
+        fd, self._fd = self._fd, None
+        self._pending.clear()
+        self._kept = None
+
+        def _discard() -> None:
+            if fd is not None:
+                os.close(fd)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.tmp_path)
+
+        await self._store.run_io(_discard)
+
+
+class DiskStore:
+    """Disk-backed store with a RAM layer for small bodies. See the module docstring."""
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        *,
+        max_size: int,
+        ram_size: int,
+        ram_object_max: int,
+        executor: ThreadPoolExecutor | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.root = Path(root)
+        self.objects_dir = self.root / "objects"
+        self.tmp_dir = self.root / "tmp"
+        self.max_size = max_size
+        self.ram_object_max = ram_object_max
+        self.index: dict[str, Entry] = {}
+        self.used_bytes = 0
+        self.policy = LruPolicy()
+        self.ram: LRUCache[str, bytes] = LRUCache(maxsize=max(ram_size, 1), getsizeof=len)
+        self._executor = executor or ThreadPoolExecutor(max_workers=4, thread_name_prefix="store")
+        self._clock = clock
+        self.loading = False
+        self._load_task: asyncio.Task[None] | None = None
+        self._started_at = 0.0
+        self.evictions = 0
+        self.corrupt_dropped = 0
+
+    # ---- plumbing -------------------------------------------------------------------------
+
+    async def run_io(self, fn: Callable[..., object], *args: object) -> object:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    def _dir_for(self, key_hex: str) -> Path:
+        return self.objects_dir / key_hex[:2] / key_hex[2:4]
+
+    def meta_path(self, key_hex: str) -> Path:
+        return self._dir_for(key_hex) / f"{key_hex}.meta"
+
+    def body_path(self, entry: Entry) -> Path:
+        return self._dir_for(entry.key_hex) / entry.body_file
+
+    # ---- start: cleanup and index rebuild ---------------------------------------------------
+
+    async def start(self) -> None:
+        """Prepare directories and rebuild the index in the background; returns at once."""
+        self._started_at = time.time()
+        await self.run_io(self._prepare_dirs)
+        self.loading = True
+        self._load_task = asyncio.get_running_loop().create_task(self._load_index())
+
+    def _prepare_dirs(self) -> None:
+        self.objects_dir.mkdir(parents=True, exist_ok=True)
+        if self.tmp_dir.exists():
+            shutil.rmtree(self.tmp_dir, ignore_errors=True)
+        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+
+    async def wait_loaded(self) -> None:
+        if self._load_task is not None:
+            await asyncio.shield(self._load_task)
+
+    async def _load_index(self) -> None:
+        try:
+            entries = await self.run_io(self._scan_sync)
+            assert isinstance(entries, list)
+            for entry in entries:
+                if entry.key_hex in self.index:
+                    continue  # written by this process meanwhile: newer
+                self._index_add(entry)
+            self._enforce_budget()
+            log.info(
+                "store %s: indexed %d entries, %d bytes",
+                self.root,
+                len(self.index),
+                self.used_bytes,
+            )
+        except Exception:
+            log.exception("store %s: index rebuild failed", self.root)
+        finally:
+            self.loading = False
+
+    def _scan_sync(self) -> list[Entry]:
+        """Read every metadata file; drop broken ones and orphan bodies (thread)."""
+        found: list[tuple[float, Entry]] = []
+        for sub in self.objects_dir.glob("*/*"):
+            try:
+                names = os.listdir(sub)
+            except OSError:
+                continue
+            referenced: set[str] = set()
+            for name in names:
+                if not name.endswith(".meta"):
+                    continue
+                path = sub / name
+                entry = self._read_meta_sync(path)
+                if entry is None:
+                    continue
+                referenced.add(entry.body_file)
+                try:
+                    mtime = path.stat().st_mtime
+                except OSError:
+                    continue
+                found.append((mtime, entry))
+            for name in names:
+                if name.endswith(".body") and name not in referenced:
+                    path = sub / name
+                    try:
+                        # only bodies older than this start: a fresh one may await its meta
+                        if path.stat().st_mtime < self._started_at - 1:
+                            path.unlink()
+                    except OSError:
+                        pass
+        found.sort(key=lambda item: item[0])  # oldest first = least recently used first
+        return [entry for _, entry in found]
+
+    def _read_meta_sync(self, path: Path) -> Entry | None:
+        try:
+            raw = path.read_bytes()
+        except OSError:
+            return None
+        try:
+            entry = Entry.from_json(raw)
+        except ValueError as exc:
+            log.warning("dropping unreadable metadata %s: %s", path, exc)
+            self._unlink_quiet(path)
+            return None
+        body = path.parent / entry.body_file
+        try:
+            if body.stat().st_size != entry.size:
+                raise OSError("size mismatch")
+        except OSError:
+            log.warning("dropping %s: body missing or of the wrong size", path)
+            self._unlink_quiet(path)
+            self._unlink_quiet(body)
+            return None
+        return entry
+
+    @staticmethod
+    def _unlink_quiet(path: Path) -> None:
+        with contextlib.suppress(OSError):
+            path.unlink()
+
+    # ---- lookup ----------------------------------------------------------------------------
+
+    def peek(self, key_hex: str) -> Entry | None:
+        """Index lookup without I/O (the hit path); records the access."""
+        entry = self.index.get(key_hex)
+        if entry is not None:
+            self.policy.touch(key_hex, 0.0)
+        return entry
+
+    async def lookup(self, key_hex: str) -> Entry | None:
+        """Index lookup; while the index is still loading, falls back to the disk."""
+        entry = self.peek(key_hex)
+        if entry is None and self.loading:
+            found = await self.run_io(self._read_meta_sync, self.meta_path(key_hex))
+            if isinstance(found, Entry) and key_hex not in self.index:
+                self._index_add(found)
+                entry = found
+        return entry
+
+    def ram_body(self, entry: Entry) -> bytes | None:
+        return self.ram.get(entry.key_hex)
+
+    async def ensure_readable(self, entry: Entry) -> bool:
+        """Make the body servable without I/O (RAM or mmap); verify it if not yet verified.
+
+        Returns False (and drops the entry) when the body is missing, short or corrupt.
+        """
+        if entry.verified and (entry.key_hex in self.ram or entry.mapped is not None):
+            return True
+        try:
+            result = await self.run_io(self._load_body_sync, entry)
+        except OSError as exc:
+            log.warning("entry %s unreadable (%s): dropped", entry.key_hex, exc)
+            await self.drop(entry.key_hex, only=entry)
+            return False
+        if result is None:
+            log.warning("entry %s failed its checksum: dropped", entry.key_hex)
+            self.corrupt_dropped += 1
+            await self.drop(entry.key_hex, only=entry)
+            return False
+        if isinstance(result, bytes):
+            if self.index.get(entry.key_hex) is entry:
+                self.ram[entry.key_hex] = result
+        else:
+            entry.mapped = result
+        entry.verified = True
+        return True
+
+    def _load_body_sync(self, entry: Entry) -> bytes | mmap.mmap | None:
+        path = self.body_path(entry)
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size != entry.size:
+                return None
+            if size <= self.ram_object_max:
+                data = f.read()
+                if len(data) != entry.size:
+                    return None
+                if not entry.verified and xxhash.xxh3_64_hexdigest(data) != entry.checksum:
+                    return None
+                return data
+            mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+            if not entry.verified and xxhash.xxh3_64_hexdigest(mapped) != entry.checksum:
+                mapped.close()
+                return None
+            return mapped
+
+    async def read_range(self, entry: Entry, start: int, length: int) -> bytes:
+        """Read part of a body (thread); used for bodies not held in RAM or mapped."""
+
+        def _read() -> bytes:
+            with open(self.body_path(entry), "rb") as f:
+                f.seek(start)
+                return f.read(length)
+
+        data = await self.run_io(_read)
+        assert isinstance(data, bytes)
+        return data
+
+    # ---- write -----------------------------------------------------------------------------
+
+    def admits(self, size: int | None) -> bool:
+        """Whether an object of this size may be stored at all (unknown size: yes)."""
+        return size is None or self.policy.admit(size, self.max_size)
+
+    def new_writer(self, key_hex: str) -> BodyWriter:
+        return BodyWriter(self, key_hex)
+
+    async def publish(self, writer: BodyWriter, entry: Entry) -> bool:
+        """Atomically publish a finished body with its metadata; evict to keep the budget.
+
+        ``entry.size``/``checksum`` must come from ``writer.finish()``. Returns False when the
+        object was not admitted or the write failed (nothing is then visible).
+        """
+        size, checksum, kept = await writer.finish()
+        entry.size, entry.checksum = size, checksum
+        if not self.policy.admit(size, self.max_size):
+            await writer.abort()
+            return False
+        entry.body_file = f"{entry.key_hex}.{time.time_ns():x}{os.urandom(2).hex()}.body"
+        old = self.index.get(entry.key_hex)
+        try:
+            await self.run_io(self._publish_sync, writer.tmp_path, entry)
+        except OSError as exc:
+            log.warning("publish of %s failed: %s", entry.key_hex, exc)
+            await writer.abort()
+            return False
+        entry.verified = True
+        if old is not None:
+            self._index_remove(entry.key_hex, replaced=True)
+        self._index_add(entry)
+        if kept is not None:
+            self.ram[entry.key_hex] = kept
+        self._enforce_budget()
+        return True
+
+    def _publish_sync(self, tmp_path: Path, entry: Entry) -> None:
+        directory = self._dir_for(entry.key_hex)
+        directory.mkdir(parents=True, exist_ok=True)
+        os.rename(tmp_path, directory / entry.body_file)
+        self._write_meta_sync(entry)
+
+    def _write_meta_sync(self, entry: Entry) -> None:
+        directory = self._dir_for(entry.key_hex)
+        tmp = self.tmp_dir / f"{entry.key_hex}.{os.getpid()}.{os.urandom(4).hex()}.meta"
+        tmp.write_bytes(entry.to_json())
+        os.rename(tmp, directory / f"{entry.key_hex}.meta")
+
+    async def update_meta(self, entry: Entry) -> None:
+        """Persist changed metadata (after a 304 revalidation, RFC 9111 sec. 4.3.4)."""
+        if self.index.get(entry.key_hex) is not entry:
+            return
+        try:
+            await self.run_io(self._write_meta_sync, entry)
+        except OSError as exc:
+            log.warning("metadata update of %s failed: %s", entry.key_hex, exc)
+
+    async def drop(self, key_hex: str, only: Entry | None = None) -> bool:
+        """Remove an entry (metadata first, so no reader sees a meta without its body)."""
+        entry = self.index.get(key_hex)
+        if entry is None or (only is not None and entry is not only):
+            if only is not None and entry is None:
+                await self.run_io(self._unlink_entry_sync, only)
+            return False
+        self._index_remove(key_hex)
+        return True
+
+    # ---- index and budget ------------------------------------------------------------------
+
+    def _index_add(self, entry: Entry) -> None:
+        self.index[entry.key_hex] = entry
+        self.used_bytes += entry.size
+        self.policy.insert(entry.key_hex, entry.size, self._clock())
+
+    def _index_remove(self, key_hex: str, *, replaced: bool = False) -> None:
+        """Forget an entry and unlink its files in the background.
+
+        ``replaced``: a newer version's metadata is already in place, so only the old body goes.
+        Open mappings of the old body stay valid (the inode lives until they are closed).
+        """
+        entry = self.index.pop(key_hex, None)
+        if entry is None:
+            return
+        self.used_bytes -= entry.size
+        self.policy.remove(key_hex)
+        self.ram.pop(key_hex, None)
+        unlink = self._unlink_body_sync if replaced else self._unlink_entry_sync
+        asyncio.get_running_loop().run_in_executor(self._executor, unlink, entry)
+
+    def _unlink_body_sync(self, entry: Entry) -> None:
+        self._unlink_quiet(self.body_path(entry))
+
+    def _unlink_entry_sync(self, entry: Entry) -> None:
+        meta = self.meta_path(entry.key_hex)
+        # only remove the meta if it still names this version
+        try:
+            current = Entry.from_json(meta.read_bytes())
+            if current.body_file == entry.body_file:
+                meta.unlink()
+        except (OSError, ValueError):
+            pass
+        self._unlink_quiet(self.body_path(entry))
+
+    def _enforce_budget(self) -> None:
+        over = self.used_bytes - self.max_size
+        if over <= 0:
+            return
+        for key_hex in list(self.policy.victims(over, self._clock())):
+            entry = self.index.get(key_hex)
+            if entry is not None:
+                self._index_remove(key_hex)
+                self.evictions += 1
+
+    async def close(self) -> None:
+        if self._load_task is not None and not self._load_task.done():
+            self._load_task.cancel()
+        self._executor.shutdown(wait=True)

@@ -1,0 +1,1174 @@
+"""Node configuration: TOML (stdlib ``tomllib``) -> frozen dataclasses.
+
+Contract: ``load_config(path)`` returns a :class:`Config` or raises :class:`ConfigError`, whose
+``str()`` is ONE line naming the file, the key and what is wrong (and the fix where obvious), e.g.
+``conf/edge.toml: store.max_size: "10 GB" is not a size; use e.g. "10GiB", "512MiB" or bytes``.
+Role (edge | regional | shield) only fills defaults; everything else is data. Nothing outside
+the file is read at load time: the credentials' environment variables are checked at start by
+:func:`check_environment`.
+
+Schema (``#`` marks the defaults; keys not listed here are errors, with a did-you-mean hint)::
+
+    [node]
+    name = "edge-1"                 # required; letters, digits, ".", "_", "-"
+    role = "edge"                   # required; "edge" | "regional" | "shield"
+    listen = "127.0.0.1:8080"       # required; "host:port" or "[v6addr]:port", port 1-65535
+                                    # (0 = any free port, for tests)
+    admin_listen = "127.0.0.1:9080" # default: 127.0.0.1 and the listen port + 1000 (0 if 0)
+    region = "local"
+    workers = 1
+
+    [node.limits]                   # optional; limits of the client-facing HTTP/1.1 server
+    max_header_bytes = "16KiB"
+    max_header_count = 100
+    max_url_bytes = "8KiB"
+    max_body_bytes = "64MiB"
+    idle_timeout = "60s"
+    header_timeout = "10s"
+
+    [store]                         # optional table
+    path = "var/cache/edge-1"       # default "var/cache/<node.name>"
+    max_size = "1GiB"               # default by role: edge 1GiB, regional/shield 20GiB
+    ram_size = "256MiB"             # default by role: edge 256MiB, regional/shield 128MiB; 0 = off
+    ram_object_max = "256KiB"       # <= ram_size
+
+    [upstream]                      # required: exactly one of `parents` and [upstream.s3]
+    parents = ["http://127.0.0.1:8081"]   # base URLs (http/https, no path), tried by rendezvous
+    connect_timeout = "5s"
+    read_timeout = "30s"
+    max_connections = 256
+
+    [upstream.s3]
+    endpoint = "http://127.0.0.1:8333"    # required; base URL, no path
+    region = "us-east-1"
+    bucket = "music"                # fixed bucket: "/audio/x" -> s3://music/audio/x   (or)
+    buckets = ["music"]             # drop-in: "/music/audio/x" -> s3://music/audio/x (allow-list)
+    access_key_env = "AWS_ACCESS_KEY_ID"        # names of environment variables; set both
+    secret_key_env = "AWS_SECRET_ACCESS_KEY"    # or neither (neither = anonymous requests)
+    session_token_env = "AWS_SESSION_TOKEN"     # optional, needs the two above
+
+    [[policy]]                      # zero or more, first match wins
+    name = "audio"                  # required, unique
+    path = "/audio/*"               # required; "/prefix*", an exact normalized path, or "*"
+    default_ttl = "1d"              # required; used when the origin gives no freshness
+    max_ttl = "365d"                # default 365d; caps the origin's freshness
+    min_ttl = "0s"                  # min_ttl <= default_ttl <= max_ttl
+    compress = false
+    query_keys = ["quality", "format", "bitrate"]  # case-sensitive names; the rest is dropped
+    header_keys = []                # lower-cased; never hop-by-hop, cookie, authorization,
+                                    # range (slices) nor accept-encoding (the variant)
+    methods = ["GET", "HEAD"]       # upper-case tokens, served from the cache
+    other_methods = "pass"          # "pass" (forward) | "refuse" (405)
+    error_ttl = "10s"               # negative caching of 404/410 without origin freshness
+    [policy.response_headers]       # added to responses (e.g. on the edge only)
+    "Strict-Transport-Security" = "max-age=31536000; includeSubDomains"
+
+Values:
+
+* sizes (:func:`parse_size`): a whole number of bytes, or a string ``<number><unit>`` with the
+  unit ``B``, ``KiB``/``MiB``/``GiB``/``TiB`` (powers of 1024) or ``KB``/``MB``/``GB``/``TB``
+  (powers of 1000), e.g. ``"10GiB"``, ``"1.5MiB"``, ``"1024"``; no space inside;
+* durations (:func:`parse_duration`): a number of seconds, or ``<number><unit>`` parts from
+  largest to smallest with the units ``y`` (365 d), ``w``, ``d``, ``h``, ``m``, ``s``, ``ms``,
+  e.g. ``"7d"``, ``"1h30m"``, ``"250ms"``;
+* relative paths (``store.path``, also its default) are resolved against the directory of the
+  config file, never against the working directory: ``conf/edge.toml`` with
+  ``path = "../var/cache/edge-1"`` means ``<repo>/var/cache/edge-1`` wherever it is started;
+* policies: when the last policy is not a catch-all (``"*"``), a built-in default policy
+  (name ``"default"``, path ``"*"``, ``default_ttl = 0`` meaning "only what the origin says",
+  ``max_ttl`` 1 year, no query or header keys) is appended, so :meth:`Config.policy_for` always
+  finds one. A catch-all anywhere but last is an error (the policies after it are unreachable).
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import json
+import math
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, Literal, NoReturn
+from urllib.parse import urlsplit
+
+from edgeproxy.cache.key import BadRequestTarget, normalize_path  # pure, imports no config
+
+Role = Literal["edge", "regional", "shield"]
+
+
+class ConfigError(Exception):
+    """A configuration problem; ``str(err)`` is one line: ``FILE: KEY: message``."""
+
+    def __init__(self, file: str, key: str, message: str) -> None:
+        self.file = file
+        self.key = key
+        self.message = " ".join(message.splitlines())  # one line, whatever the message quoted
+        super().__init__(f"{file}: {key}: {self.message}")
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    name: str
+    role: Role
+    listen_host: str
+    listen_port: int
+    admin_host: str
+    admin_port: int
+    region: str = "local"
+    workers: int = 1
+    # limits of the client-facing HTTP/1.1 server
+    max_header_bytes: int = 16 * 1024
+    max_header_count: int = 100
+    max_url_bytes: int = 8 * 1024
+    max_body_bytes: int = 64 * 1024 * 1024
+    idle_timeout: float = 60.0
+    header_timeout: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class StoreConfig:
+    path: str
+    max_size: int  # bytes
+    ram_size: int  # bytes of the RAM layer
+    ram_object_max: int = 256 * 1024  # objects up to this size are held in RAM
+
+
+@dataclass(frozen=True, slots=True)
+class S3OriginConfig:
+    endpoint: str  # e.g. "http://127.0.0.1:9000", no trailing slash
+    region: str = "us-east-1"
+    # fixed-bucket mapping: "/audio/x.mp3" -> bucket/audio/x.mp3
+    bucket: str | None = None
+    # drop-in mapping: "/music/audio/x.mp3" -> bucket "music", key "audio/x.mp3"; allow-list
+    buckets: tuple[str, ...] = ()
+    # names of the environment variables holding the credentials; None -> anonymous
+    access_key_env: str | None = None
+    secret_key_env: str | None = None
+    session_token_env: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamConfig:
+    # plain HTTP parents (other edgeproxy nodes or any HTTP origin), base URLs without a path
+    parents: tuple[str, ...] = ()
+    s3: S3OriginConfig | None = None
+    connect_timeout: float = 5.0
+    read_timeout: float = 30.0  # idle time between bytes / before the first byte
+    max_connections: int = 256
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyConfig:
+    name: str
+    path: str  # pattern: "/audio/*" (prefix when it ends with "*"), an exact path, or "*"
+    default_ttl: float
+    max_ttl: float
+    min_ttl: float = 0.0
+    compress: bool = False
+    query_keys: tuple[str, ...] = ()  # names as written (matched case-sensitively)
+    header_keys: tuple[str, ...] = ()  # lower-case names
+    methods: tuple[str, ...] = ("GET", "HEAD")  # cacheable methods served from the cache
+    # unsafe/other methods: "pass" (forward upstream) or "refuse" (405)
+    other_methods: Literal["pass", "refuse"] = "pass"
+    error_ttl: float = 10.0  # negative caching of 404/410 when the origin says nothing
+    response_headers: tuple[tuple[str, str], ...] = ()
+
+    def matches(self, path: str) -> bool:
+        """First-match rule: "*" matches all; "/x/*" is a prefix; otherwise exact."""
+        pattern = self.path
+        if pattern == "*" or pattern == "/*":
+            return True
+        if pattern.endswith("*"):
+            return path.startswith(pattern[:-1])
+        return path == pattern
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    file: str
+    node: NodeConfig
+    store: StoreConfig
+    upstream: UpstreamConfig
+    policies: tuple[PolicyConfig, ...] = field(default_factory=tuple)
+
+    def policy_for(self, path: str) -> PolicyConfig:
+        """The first policy whose pattern matches ``path`` (the default policy is last)."""
+        for policy in self.policies:
+            if policy.matches(path):
+                return policy
+        return self.policies[-1]
+
+
+# ---------------------------------------------------------------------------------------------
+# Scalars: sizes, durations, addresses
+# ---------------------------------------------------------------------------------------------
+
+KiB = 1024
+MiB = 1024 * KiB
+GiB = 1024 * MiB
+YEAR = 365 * 86400.0
+
+_SIZE_UNITS: dict[str, int] = {
+    "": 1,
+    "b": 1,
+    "kb": 10**3,
+    "mb": 10**6,
+    "gb": 10**9,
+    "tb": 10**12,
+    "kib": 2**10,
+    "mib": 2**20,
+    "gib": 2**30,
+    "tib": 2**40,
+}
+_SIZE_RE = re.compile(r"([0-9]+(?:\.[0-9]+)?)([A-Za-z]*)", re.ASCII)
+_SIZE_HINT = 'use e.g. "10GiB", "512MiB", "1GB" (decimal) or a whole number of bytes'
+_MAX_SIZE = 2**63 - 1
+_MAX_DIGITS = 30  # longer numbers are not sizes nor durations anyone means
+
+_DURATION_UNITS: dict[str, Decimal] = {
+    "y": Decimal(365 * 86400),
+    "w": Decimal(7 * 86400),
+    "d": Decimal(86400),
+    "h": Decimal(3600),
+    "m": Decimal(60),
+    "s": Decimal(1),
+    "ms": Decimal("0.001"),
+}
+_DURATION_ORDER = tuple(_DURATION_UNITS)
+_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|[ywdhms])", re.ASCII)
+_NUMBER_RE = re.compile(r"[0-9]+(?:\.[0-9]+)?", re.ASCII)
+_DURATION_HINT = 'use e.g. "30s", "5m", "1h30m", "7d", "1y", "250ms" or a number of seconds'
+
+
+def _show(value: object) -> str:
+    """A value quoted on one line (JSON-style strings, repr otherwise)."""
+    if isinstance(value, str):
+        return json.dumps(value)
+    return " ".join(repr(value).splitlines())
+
+
+def parse_size(text: str | int) -> int:
+    """Parse a size in bytes: an ``int`` >= 0, or ``"<number><unit>"``.
+
+    Units (case-insensitive): ``B``; ``KiB``, ``MiB``, ``GiB``, ``TiB`` (powers of 1024);
+    ``KB``, ``MB``, ``GB``, ``TB`` (powers of 1000); none = bytes. Fractions are allowed when
+    the result is a whole number of bytes (``"1.5KiB"`` = 1536). No space between number and
+    unit. ``K``/``M``/``G`` alone are refused as ambiguous. Raises ``ValueError`` (with the
+    fix in its message) for anything else, including ``bool`` and ``float``.
+    """
+    if isinstance(text, bool) or not isinstance(text, int | str):
+        raise ValueError(f"{_show(text)} is not a size; {_SIZE_HINT}")
+    if isinstance(text, int):
+        if text < 0:
+            raise ValueError(f"{text} is negative; a size is a number of bytes >= 0")
+        if text > _MAX_SIZE:
+            raise ValueError(f"{text} is too large for a size (at most 2**63 - 1 bytes)")
+        return text
+    match = _SIZE_RE.fullmatch(text.strip())
+    if match is None:
+        raise ValueError(f"{_show(text)} is not a size; {_SIZE_HINT}")
+    number, unit = match.groups()
+    multiplier = _SIZE_UNITS.get(unit.lower())
+    if multiplier is None:
+        letter = unit.upper()
+        if letter in ("K", "M", "G", "T"):
+            raise ValueError(
+                f'{_show(text)}: unit "{unit}" is ambiguous; write "{number}{letter[0]}iB" '
+                f'(powers of 1024) or "{number}{letter}B" (powers of 1000)'
+            )
+        raise ValueError(
+            f'{_show(text)}: unknown unit "{unit}"; use B, KiB, MiB, GiB, TiB, KB, MB, GB or TB'
+        )
+    if len(number) > _MAX_DIGITS:
+        raise ValueError(f"{_show(text)} is too large for a size")
+    value = Decimal(number) * multiplier
+    if value != value.to_integral_value():
+        raise ValueError(f"{_show(text)} is not a whole number of bytes")
+    result = int(value)
+    if result > _MAX_SIZE:
+        raise ValueError(f"{_show(text)} is too large for a size (at most 2**63 - 1 bytes)")
+    return result
+
+
+def parse_duration(text: str | int | float) -> float:
+    """Parse a duration in seconds: a finite number >= 0, or a string of ``<number><unit>``.
+
+    Units: ``y`` (365 days), ``w``, ``d``, ``h``, ``m``, ``s``, ``ms``; several parts go from
+    the largest unit to the smallest, each unit once (``"1h30m"``, ``"1d12h"``, ``"1.5s"``).
+    A plain number (``30``, ``"30"``, ``2.5``) is seconds. Raises ``ValueError`` (with the fix
+    in its message) for anything else, including ``bool``, NaN and negative values.
+    """
+    if isinstance(text, bool) or not isinstance(text, int | float | str):
+        raise ValueError(f"{_show(text)} is not a duration; {_DURATION_HINT}")
+    if isinstance(text, int | float):
+        try:
+            seconds = float(text)
+        except OverflowError:
+            raise ValueError(f"{text} is too large for a duration") from None
+        if not math.isfinite(seconds) or seconds < 0:
+            raise ValueError(f"{_show(text)} is not a duration >= 0; {_DURATION_HINT}")
+        return seconds
+    spec = text.strip()
+    if _NUMBER_RE.fullmatch(spec):
+        if len(spec) > _MAX_DIGITS:
+            raise ValueError(f"{_show(text)} is too large for a duration")
+        return float(Decimal(spec))
+    total = Decimal(0)
+    position = 0
+    last_rank = -1
+    while position < len(spec):
+        match = _DURATION_PART.match(spec, position)
+        if match is None:
+            raise ValueError(f"{_show(text)} is not a duration; {_DURATION_HINT}")
+        number, unit = match.groups()
+        rank = _DURATION_ORDER.index(unit)
+        if rank <= last_rank:
+            raise ValueError(
+                f"{_show(text)}: units must go from the largest to the smallest, each once "
+                '(e.g. "1h30m")'
+            )
+        if len(number) > _MAX_DIGITS:
+            raise ValueError(f"{_show(text)} is too large for a duration")
+        total += Decimal(number) * _DURATION_UNITS[unit]
+        last_rank = rank
+        position = match.end()
+    if last_rank == -1:
+        raise ValueError(f"{_show(text)} is not a duration; {_DURATION_HINT}")
+    return float(total)
+
+
+_HOSTNAME_RE = re.compile(
+    r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,62})(?:\.[A-Za-z0-9-]{1,63})*\.?", re.ASCII
+)
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """Parse a listen address ``"host:port"`` or ``"[v6addr]:port"`` -> ``(host, port)``.
+
+    The host is an IPv4 address, a host name, or an IPv6 address in brackets (returned without
+    them, e.g. ``("::1", 8080)``); the port is 1-65535, or 0 to let the OS pick a free port
+    (tests). Raises ``ValueError`` with the fix.
+    """
+    if not isinstance(text, str):
+        raise ValueError(f'{_show(text)} is not an address; use e.g. "127.0.0.1:8080"')
+    if text.startswith("["):
+        end = text.find("]")
+        if end == -1:
+            raise ValueError(f'{_show(text)}: missing "]"; write IPv6 as "[::1]:8080"')
+        host, rest = text[1:end], text[end + 1 :]
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ValueError(f"{_show(text)}: {_show(host)} is not an IPv6 address") from None
+        if not rest.startswith(":"):
+            raise ValueError(f'{_show(text)}: missing port; write e.g. "[{host}]:8080"')
+        port_text = rest[1:]
+    else:
+        host, sep, port_text = text.rpartition(":")
+        if not sep:
+            raise ValueError(f'{_show(text)}: missing port; write "host:port", e.g. "{text}:8080"')
+        if ":" in host:
+            raise ValueError(f'{_show(text)}: put IPv6 addresses in brackets, e.g. "[::1]:8080"')
+        if not host:
+            raise ValueError(
+                f'{_show(text)}: missing host; use "127.0.0.1:{port_text}" (local) '
+                f'or "0.0.0.0:{port_text}" (all interfaces)'
+            )
+        if not _HOSTNAME_RE.fullmatch(host):
+            raise ValueError(f"{_show(text)}: {_show(host)} is not a host name nor an address")
+        if host.replace(".", "").isdigit():
+            try:
+                ipaddress.IPv4Address(host)
+            except ValueError:
+                raise ValueError(f"{_show(text)}: {_show(host)} is not an IPv4 address") from None
+    if (
+        not (port_text.isascii() and port_text.isdigit())
+        or len(port_text) > 5
+        or not 0 <= int(port_text) <= 65535
+    ):
+        raise ValueError(
+            f"{_show(text)}: the port must be a number from 1 to 65535 (0: any free port)"
+        )
+    return host, int(port_text)
+
+
+def _base_url(text: str, example: str = "http://127.0.0.1:8081") -> str:
+    """Validate a base URL (http/https, a host, no path/query/credentials); no trailing "/"."""
+    hint = f'use a base URL such as "{example}"'
+    if any(c <= " " or c == "\x7f" for c in text):
+        raise ValueError(f"{_show(text)} contains spaces or control characters; {hint}")
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError as err:
+        raise ValueError(f"{_show(text)} is not a URL ({err}); {hint}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{_show(text)} is not an http(s) URL with a host; {hint}")
+    if port == 0:
+        raise ValueError(f"{_show(text)}: port 0 is not a port; {hint}")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError(f"{_show(text)}: no credentials in URLs; use upstream.s3.access_key_env")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ValueError(f"{_show(text)}: no path, query or fragment allowed; {hint}")
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Tables
+# ---------------------------------------------------------------------------------------------
+
+_MISSING: Any = object()
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+", re.ASCII)
+
+
+def _describe(value: object) -> str:
+    if isinstance(value, bool):
+        return f"boolean {str(value).lower()}"
+    if isinstance(value, int):
+        return f"integer {value}"
+    if isinstance(value, float):
+        return f"float {value}"
+    if isinstance(value, str):
+        return f"string {_show(value)}"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "a table"
+    return f"{type(value).__name__} {_show(value)}"
+
+
+def _did_you_mean(name: str, choices: tuple[str, ...]) -> str:
+    close = difflib.get_close_matches(name, choices, n=1, cutoff=0.6)
+    if close:
+        return f'did you mean "{close[0]}"?'
+    return "expected one of: " + ", ".join(choices)
+
+
+class _Table:
+    """One TOML table being read: typed getters, defaults, and errors naming the full key."""
+
+    def __init__(
+        self, file: str, prefix: str, data: Mapping[str, Any], allowed: tuple[str, ...]
+    ) -> None:
+        self.file = file
+        self.prefix = prefix
+        self.data = data
+        for name in data:
+            if name not in allowed:
+                self.fail(name, "unknown key; " + _did_you_mean(name, allowed))
+
+    def key(self, name: str) -> str:
+        shown = name if _BARE_KEY.fullmatch(name) else _show(name)
+        return f"{self.prefix}.{shown}" if self.prefix else shown
+
+    def fail(self, name: str | None, message: str) -> NoReturn:
+        key = self.prefix if name is None else self.key(name)
+        raise ConfigError(self.file, key or "(top level)", message)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.data
+
+    def value(self, name: str, default: Any, example: str | None) -> Any:
+        if name in self.data:
+            return self.data[name]
+        if default is _MISSING:
+            self.fail(name, f"missing required key; add e.g. {name} = {example}")
+        return default
+
+    def _wrong_type(self, name: str, expected: str, value: object, example: str | None) -> NoReturn:
+        fix = f"; write e.g. {name} = {example}" if example else ""
+        self.fail(name, f"must be {expected}, got {_describe(value)}{fix}")
+
+    def string(self, name: str, default: Any = _MISSING, example: str | None = None) -> Any:
+        value = self.value(name, default, example)
+        if value is not default and not isinstance(value, str):
+            self._wrong_type(name, "a string", value, example)
+        return value
+
+    def word(self, name: str, default: Any = _MISSING, example: str | None = None) -> Any:
+        """A non-empty string without spaces or control characters."""
+        value = self.string(name, default, example)
+        if value is not default and (not value or any(c <= " " or c == "\x7f" for c in value)):
+            fix = f"; write e.g. {name} = {example}" if example else ""
+            self.fail(name, f"{_show(value)} must be non-empty, without spaces{fix}")
+        return value
+
+    def integer(self, name: str, default: Any, minimum: int, maximum: int) -> int:
+        value = self.value(name, default, str(minimum))
+        if isinstance(value, bool) or not isinstance(value, int):
+            self._wrong_type(name, "an integer", value, str(default))
+        if not minimum <= value <= maximum:
+            self.fail(name, f"{value} is out of range; use {minimum} to {maximum}")
+        return value
+
+    def boolean(self, name: str, default: bool) -> bool:
+        value = self.value(name, default, None)
+        if not isinstance(value, bool):
+            self._wrong_type(name, "true or false", value, "true")
+        return value
+
+    def size(self, name: str, default: int, minimum: int = 0) -> int:
+        value = self.value(name, default, None)
+        if isinstance(value, bool) or not isinstance(value, int | str):
+            self.fail(
+                name,
+                f'must be a size (a string such as "1GiB" or a number of bytes), '
+                f"got {_describe(value)}",
+            )
+        try:
+            size = parse_size(value)
+        except ValueError as err:
+            self.fail(name, str(err))
+        if size < minimum:
+            self.fail(name, f"{_show(value)} is too small; the minimum is {minimum} byte(s)")
+        return size
+
+    def duration(
+        self, name: str, default: float, positive: bool = False, example: str = '"30s"'
+    ) -> float:
+        value = self.value(name, default, example)
+        if isinstance(value, bool) or not isinstance(value, int | float | str):
+            self.fail(
+                name,
+                f'must be a duration (a string such as "30s" or a number of '
+                f"seconds), got {_describe(value)}",
+            )
+        try:
+            seconds = parse_duration(value)
+        except ValueError as err:
+            self.fail(name, str(err))
+        if positive and seconds <= 0:
+            self.fail(name, f"{_show(value)} must be longer than 0s")
+        return seconds
+
+    def strings(self, name: str, default: Any, example: str) -> Any:
+        """An array of strings -> tuple (``default`` as is when absent)."""
+        value = self.value(name, default, example)
+        if value is default:
+            return value
+        if not isinstance(value, list):
+            self._wrong_type(name, "an array of strings", value, example)
+        for item in value:
+            if not isinstance(item, str):
+                self.fail(
+                    name,
+                    f"must hold strings only, got {_describe(item)}; write e.g. {name} = {example}",
+                )
+        return tuple(value)
+
+    def table(
+        self, name: str, allowed: tuple[str, ...], required: bool = False, example: str = ""
+    ) -> _Table | None:
+        if name not in self.data:
+            if required:
+                self.fail(name, f"missing required table; add {example}")
+            return None
+        value = self.data[name]
+        if not isinstance(value, dict):
+            self.fail(name, f"must be a table, got {_describe(value)}; write [{self.key(name)}]")
+        return _Table(self.file, self.key(name), value, allowed)
+
+
+def _empty(table: _Table, name: str, allowed: tuple[str, ...]) -> _Table:
+    return _Table(table.file, table.key(name), {}, allowed)
+
+
+def _field_default(cls: type, name: str) -> Any:
+    return cls.__dataclass_fields__[name].default  # type: ignore[attr-defined]
+
+
+# ---------------------------------------------------------------------------------------------
+# Sections
+# ---------------------------------------------------------------------------------------------
+
+_TOP_KEYS = ("node", "store", "upstream", "policy")
+_NODE_KEYS = ("name", "role", "listen", "admin_listen", "region", "workers", "limits")
+_LIMIT_KEYS = (
+    "max_header_bytes",
+    "max_header_count",
+    "max_url_bytes",
+    "max_body_bytes",
+    "idle_timeout",
+    "header_timeout",
+)
+_STORE_KEYS = ("path", "max_size", "ram_size", "ram_object_max")
+_UPSTREAM_KEYS = ("parents", "s3", "connect_timeout", "read_timeout", "max_connections")
+_S3_KEYS = (
+    "endpoint",
+    "region",
+    "bucket",
+    "buckets",
+    "access_key_env",
+    "secret_key_env",
+    "session_token_env",
+)
+_POLICY_KEYS = (
+    "name",
+    "path",
+    "default_ttl",
+    "max_ttl",
+    "min_ttl",
+    "compress",
+    "query_keys",
+    "header_keys",
+    "methods",
+    "other_methods",
+    "error_ttl",
+    "response_headers",
+)
+
+_ROLES: tuple[str, ...] = ("edge", "regional", "shield")
+# role -> (store.max_size, store.ram_size)
+ROLE_DEFAULTS: dict[str, tuple[int, int]] = {
+    "edge": (1 * GiB, 256 * MiB),
+    "regional": (20 * GiB, 128 * MiB),
+    "shield": (20 * GiB, 128 * MiB),
+}
+
+_NODE_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", re.ASCII)
+_ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*", re.ASCII)
+_BUCKET_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}", re.ASCII)
+# RFC 9110 sec. 5.6.2 token
+_TOKEN_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+", re.ASCII)
+# RFC 9110 sec. 7.6.1 and the fields it names; proxy-connection and keep-alive by practice
+_HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+_NEVER_KEYED = {
+    "cookie": "cookies are never keyed (responses to them are private); remove it",
+    "authorization": "credentials are never keyed (responses to them are private); remove it",
+    "range": "Range is never keyed: ranges are served from the whole object or its slices",
+    "accept-encoding": "Accept-Encoding is never keyed: the content-coding variant "
+    "(br/gzip/identity) is a separate part of the key",
+}
+_NOT_ADDED = frozenset({"content-length", "set-cookie", "date"})
+
+
+def _parse_node(root: _Table) -> NodeConfig:
+    t = root.table("node", _NODE_KEYS, required=True, example="[node] with name, role and listen")
+    assert t is not None
+    name = t.string("name", example='"edge-1"')
+    if not _NODE_NAME_RE.fullmatch(name):
+        t.fail(
+            "name",
+            f'{_show(name)} is not a node name; use up to 64 letters, digits, ".", "_" '
+            'and "-", e.g. "edge-1"',
+        )
+    role = t.string("role", example='"edge"')
+    if role not in _ROLES:
+        t.fail("role", f"{_show(role)} is not a role; " + _did_you_mean(role, _ROLES))
+    listen = t.string("listen", example='"127.0.0.1:8080"')
+    try:
+        host, port = parse_listen(listen)
+    except ValueError as err:
+        t.fail("listen", str(err))
+    if "admin_listen" in t:
+        admin = t.string("admin_listen", example='"127.0.0.1:9080"')
+        try:
+            admin_host, admin_port = parse_listen(admin)
+        except ValueError as err:
+            t.fail("admin_listen", str(err))
+    else:
+        admin_host, admin_port = "127.0.0.1", port + 1000 if port else 0
+        if admin_port > 65535:
+            t.fail(
+                "admin_listen",
+                f"no default: listen port {port} + 1000 is above 65535; "
+                'set admin_listen, e.g. "127.0.0.1:9080"',
+            )
+    if (
+        admin_port
+        and admin_port == port
+        and (admin_host == host or "0.0.0.0" in (host, admin_host))
+    ):
+        t.fail("admin_listen", "the admin API needs its own port; pick one other than listen's")
+    region = t.word("region", "local", '"local"')
+    workers = t.integer("workers", 1, 1, 1024)
+
+    limits = t.table("limits", _LIMIT_KEYS) or _empty(t, "limits", _LIMIT_KEYS)
+
+    def limit_default(field_name: str) -> Any:
+        return _field_default(NodeConfig, field_name)
+
+    return NodeConfig(
+        name=name,
+        role=role,
+        listen_host=host,
+        listen_port=port,
+        admin_host=admin_host,
+        admin_port=admin_port,
+        region=region,
+        workers=workers,
+        max_header_bytes=limits.size("max_header_bytes", limit_default("max_header_bytes"), 1),
+        max_header_count=limits.integer(
+            "max_header_count", limit_default("max_header_count"), 1, 10_000
+        ),
+        max_url_bytes=limits.size("max_url_bytes", limit_default("max_url_bytes"), 1),
+        max_body_bytes=limits.size("max_body_bytes", limit_default("max_body_bytes")),
+        idle_timeout=limits.duration("idle_timeout", limit_default("idle_timeout"), True),
+        header_timeout=limits.duration("header_timeout", limit_default("header_timeout"), True),
+    )
+
+
+def _parse_store(root: _Table, node: NodeConfig, base_dir: str) -> StoreConfig:
+    t = root.table("store", _STORE_KEYS) or _empty(root, "store", _STORE_KEYS)
+    path = t.string("path", f"var/cache/{node.name}")
+    if not path or "\0" in path:
+        t.fail(
+            "path",
+            f'{_show(path)} is not a directory path; write e.g. path = "var/cache/{node.name}"',
+        )
+    max_default, ram_default = ROLE_DEFAULTS[node.role]
+    max_size = t.size("max_size", max_default, 1)
+    ram_size = t.size("ram_size", ram_default)
+    ram_object_max = t.size("ram_object_max", _field_default(StoreConfig, "ram_object_max"))
+    if ram_size and ram_object_max > ram_size:
+        t.fail(
+            "ram_object_max",
+            f"{ram_object_max} bytes exceeds store.ram_size ({ram_size} "
+            "bytes); lower it or raise ram_size",
+        )
+    return StoreConfig(
+        path=os.path.normpath(os.path.join(base_dir, path)),
+        max_size=max_size,
+        ram_size=ram_size,
+        ram_object_max=ram_object_max,
+    )
+
+
+def _is_own_address(url: str, node: NodeConfig) -> bool:
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    if port != node.listen_port:
+        return False
+    host = (parts.hostname or "").lower()
+    listen = node.listen_host.lower()
+    if host == listen:
+        return True
+    local = {"localhost", "127.0.0.1", "::1"}
+    return listen in ("0.0.0.0", "::") and host in local
+
+
+def _env_name(t: _Table, name: str) -> str | None:
+    value = t.string(name, None, '"AWS_ACCESS_KEY_ID"')
+    if value is not None and not _ENV_NAME_RE.fullmatch(value):
+        t.fail(
+            name,
+            f'{_show(value)} is not an environment variable name; write e.g. "AWS_ACCESS_KEY_ID"',
+        )
+    return value
+
+
+def _parse_s3(t: _Table) -> S3OriginConfig:
+    try:
+        endpoint = _base_url(
+            t.string("endpoint", example='"http://127.0.0.1:8333"'), "http://127.0.0.1:8333"
+        )
+    except ValueError as err:
+        t.fail("endpoint", str(err))
+    region = t.word("region", "us-east-1", '"us-east-1"')
+    bucket = t.string("bucket", None, '"music"')
+    buckets = t.strings("buckets", None, '["music"]')
+    if bucket is not None and buckets is not None:
+        t.fail(
+            None,
+            'both bucket and buckets are set; use bucket = "NAME" (one fixed bucket) '
+            'or buckets = ["NAME", ...] (drop-in: the first path segment), not both',
+        )
+    if bucket is None and buckets is None:
+        t.fail(
+            None,
+            'neither bucket nor buckets is set; add bucket = "music" (fixed bucket) '
+            'or buckets = ["music"] (drop-in)',
+        )
+    names = (bucket,) if bucket is not None else buckets
+    which = "bucket" if bucket is not None else "buckets"
+    if not names:
+        t.fail("buckets", 'is empty; list the buckets to serve, e.g. buckets = ["music"]')
+    for name in names:
+        if not _BUCKET_RE.fullmatch(name):
+            t.fail(
+                which,
+                f"{_show(name)} is not a bucket name; use letters, digits, "
+                '".", "-" and "_", e.g. "music"',
+            )
+    if len(set(names)) != len(names):
+        t.fail("buckets", "lists a bucket twice; list each once")
+    access = _env_name(t, "access_key_env")
+    secret = _env_name(t, "secret_key_env")
+    token = _env_name(t, "session_token_env")
+    if access is not None and secret is None:
+        t.fail(
+            "secret_key_env",
+            "missing: access_key_env is set, so set secret_key_env too, "
+            'e.g. secret_key_env = "AWS_SECRET_ACCESS_KEY" (or remove both: anonymous)',
+        )
+    if secret is not None and access is None:
+        t.fail(
+            "access_key_env",
+            "missing: secret_key_env is set, so set access_key_env too, "
+            'e.g. access_key_env = "AWS_ACCESS_KEY_ID" (or remove both: anonymous)',
+        )
+    if token is not None and access is None:
+        t.fail(
+            "session_token_env",
+            "needs access_key_env and secret_key_env; set them or remove session_token_env",
+        )
+    return S3OriginConfig(
+        endpoint=endpoint,
+        region=region,
+        bucket=bucket,
+        buckets=buckets if buckets is not None else (),
+        access_key_env=access,
+        secret_key_env=secret,
+        session_token_env=token,
+    )
+
+
+def _parse_upstream(root: _Table, node: NodeConfig) -> UpstreamConfig:
+    t = root.table(
+        "upstream",
+        _UPSTREAM_KEYS,
+        required=True,
+        example='[upstream] with parents = ["http://HOST:PORT"] or an [upstream.s3] table',
+    )
+    assert t is not None
+    raw_parents = t.strings("parents", (), '["http://127.0.0.1:8081"]')
+    s3_table = t.table("s3", _S3_KEYS)
+    if raw_parents and s3_table is not None:
+        t.fail(
+            None,
+            "both parents and [upstream.s3] are set; a node fetches from its parent "
+            "nodes or from the S3 origin: remove one",
+        )
+    if not raw_parents and s3_table is None:
+        t.fail(
+            None,
+            'neither parents nor [upstream.s3] is set; add parents = ["http://HOST:PORT"]'
+            " or an [upstream.s3] table",
+        )
+    parents: list[str] = []
+    for raw in raw_parents:
+        try:
+            url = _base_url(raw)
+        except ValueError as err:
+            t.fail("parents", str(err))
+        if url in parents:
+            t.fail("parents", f"{_show(raw)} is listed twice; list each parent once")
+        if _is_own_address(url, node):
+            t.fail(
+                "parents",
+                f"{_show(raw)} is this node's own listen address (a loop); "
+                "parents are nodes of the next tier",
+            )
+        parents.append(url)
+    return UpstreamConfig(
+        parents=tuple(parents),
+        s3=_parse_s3(s3_table) if s3_table is not None else None,
+        connect_timeout=t.duration(
+            "connect_timeout", _field_default(UpstreamConfig, "connect_timeout"), True
+        ),
+        read_timeout=t.duration(
+            "read_timeout", _field_default(UpstreamConfig, "read_timeout"), True
+        ),
+        max_connections=t.integer(
+            "max_connections", _field_default(UpstreamConfig, "max_connections"), 1, 65535
+        ),
+    )
+
+
+def _query_keys(t: _Table) -> tuple[str, ...]:
+    keys = t.strings("query_keys", (), '["quality", "format"]')
+    for name in keys:
+        if not name or any(c in "&=#%?+" or c <= " " or c == "\x7f" for c in name):
+            t.fail(
+                "query_keys",
+                f"{_show(name)} is not a query parameter name; write names "
+                "decoded, without spaces or any of & = # % ? +",
+            )
+        if name.lower().startswith("x-amz-"):
+            t.fail(
+                "query_keys",
+                f"{_show(name)}: presigned-URL signature parameters are never keyed; remove it",
+            )
+    if len(set(keys)) != len(keys):
+        t.fail("query_keys", "lists a name twice; list each once")
+    return keys
+
+
+def _header_keys(t: _Table) -> tuple[str, ...]:
+    keys = t.strings("header_keys", (), '["accept"]')
+    lowered: list[str] = []
+    for name in keys:
+        if not _TOKEN_RE.fullmatch(name):
+            t.fail("header_keys", f"{_show(name)} is not a header field name")
+        low = name.lower()
+        if low in _HOP_BY_HOP:
+            t.fail(
+                "header_keys",
+                f"{_show(name)} is a hop-by-hop field, never forwarded nor keyed; remove it",
+            )
+        if low in _NEVER_KEYED:
+            t.fail("header_keys", f"{_show(name)}: {_NEVER_KEYED[low]}")
+        if low in lowered:
+            t.fail("header_keys", f"{_show(name)} is listed twice; list each once")
+        lowered.append(low)
+    return tuple(lowered)
+
+
+def _methods(t: _Table) -> tuple[str, ...]:
+    default = _field_default(PolicyConfig, "methods")
+    methods = t.strings("methods", default, '["GET", "HEAD"]')
+    if not methods:
+        t.fail("methods", 'is empty; list the methods served from the cache, e.g. ["GET", "HEAD"]')
+    for method in methods:
+        if not _TOKEN_RE.fullmatch(method):
+            t.fail("methods", f'{_show(method)} is not a method name; write e.g. "GET"')
+        if method != method.upper():
+            t.fail(
+                "methods",
+                f"{_show(method)}: methods are case-sensitive upper-case tokens; "
+                f"write {_show(method.upper())}",
+            )
+    if len(set(methods)) != len(methods):
+        t.fail("methods", "lists a method twice; list each once")
+    return methods
+
+
+def _response_headers(t: _Table) -> tuple[tuple[str, str], ...]:
+    if "response_headers" not in t:
+        return ()
+    raw = t.data["response_headers"]
+    key = t.key("response_headers")
+    if not isinstance(raw, dict):
+        t.fail(
+            "response_headers",
+            f"must be a table, got {_describe(raw)}; write [policy.response_headers] (after "
+            'its [[policy]]) with "Name" = "value" lines',
+        )
+    headers = _Table(t.file, key, {}, ())
+    seen: set[str] = set()
+    pairs: list[tuple[str, str]] = []
+    for name, value in raw.items():
+        if not _TOKEN_RE.fullmatch(name):
+            headers.fail(name, "is not a header field name")
+        low = name.lower()
+        if low in _HOP_BY_HOP or low in _NOT_ADDED:
+            headers.fail(name, "is managed by the proxy; it cannot be added by a policy")
+        if low in seen:
+            headers.fail(name, "is set twice (header names are case-insensitive); keep one")
+        if not isinstance(value, str):
+            headers.fail(name, f"must be a string, got {_describe(value)}")
+        if any((c < " " and c != "\t") or c == "\x7f" for c in value):
+            headers.fail(name, "the value contains control characters (CR, LF...); remove them")
+        seen.add(low)
+        pairs.append((name, value.strip(" \t")))
+    return tuple(pairs)
+
+
+def _policy_path(t: _Table) -> str:
+    path = t.string("path", example='"/audio/*"')
+    if path == "*":
+        return path
+    if not path.startswith("/"):
+        t.fail(
+            "path",
+            f'{_show(path)} must start with "/" (or be "*" for the default policy), '
+            f'e.g. "/{path.lstrip("*")}"',
+        )
+    if "*" in path[:-1]:
+        t.fail("path", f'{_show(path)}: "*" is only allowed at the end (a prefix match)')
+    if "?" in path:
+        t.fail("path", f"{_show(path)}: policies match the path only; remove the query")
+    prefix = path[:-1] if path.endswith("*") else path
+    try:
+        normalized = normalize_path(prefix)
+    except BadRequestTarget as err:
+        t.fail("path", f"{_show(path)} is not a valid path: {err}")
+    if normalized != prefix:
+        suffix = "*" if path.endswith("*") else ""
+        t.fail(
+            "path",
+            f"{_show(path)} is not normalized, so no request would match it; write "
+            f"{_show(normalized + suffix)}",
+        )
+    return path
+
+
+def builtin_default_policy(name: str = "default") -> PolicyConfig:
+    """The policy appended when the config has no catch-all: ``default_ttl`` 0 ("only what
+    the origin says"), ``max_ttl`` 1 year, nothing keyed but the path."""
+    return PolicyConfig(name=name, path="*", default_ttl=0.0, max_ttl=YEAR)
+
+
+def _parse_policy(t: _Table) -> PolicyConfig:
+    name = t.word("name", example='"audio"')
+    path = _policy_path(t)
+    default_ttl = t.duration("default_ttl", _MISSING, example='"1d"')
+    max_ttl = t.duration("max_ttl", YEAR)
+    min_ttl = t.duration("min_ttl", 0.0)
+    if min_ttl > default_ttl:
+        t.fail(
+            "min_ttl",
+            f"{min_ttl:g}s exceeds default_ttl ({default_ttl:g}s); "
+            "need min_ttl <= default_ttl <= max_ttl",
+        )
+    if default_ttl > max_ttl:
+        t.fail(
+            "default_ttl",
+            f"{default_ttl:g}s exceeds max_ttl ({max_ttl:g}s); "
+            "need min_ttl <= default_ttl <= max_ttl",
+        )
+    other = t.string("other_methods", "pass", '"pass"')
+    if other not in ("pass", "refuse"):
+        t.fail(
+            "other_methods", f'{_show(other)} is not "pass" (forward upstream) nor "refuse" (405)'
+        )
+    return PolicyConfig(
+        name=name,
+        path=path,
+        default_ttl=default_ttl,
+        max_ttl=max_ttl,
+        min_ttl=min_ttl,
+        compress=t.boolean("compress", False),
+        query_keys=_query_keys(t),
+        header_keys=_header_keys(t),
+        methods=_methods(t),
+        other_methods=other,
+        error_ttl=t.duration("error_ttl", _field_default(PolicyConfig, "error_ttl")),
+        response_headers=_response_headers(t),
+    )
+
+
+def _is_catch_all(policy: PolicyConfig) -> bool:
+    return policy.path in ("*", "/*")
+
+
+def _parse_policies(root: _Table) -> tuple[PolicyConfig, ...]:
+    raw = root.data.get("policy", [])
+    if not isinstance(raw, list) or not all(isinstance(item, dict) for item in raw):
+        root.fail(
+            "policy",
+            "must be an array of tables; write [[policy]] (double brackets) before each policy",
+        )
+    policies: list[PolicyConfig] = []
+    names: dict[str, int] = {}
+    for index, item in enumerate(raw):
+        t = _Table(root.file, f"policy[{index}]", item, _POLICY_KEYS)
+        policy = _parse_policy(t)
+        if policy.name in names:
+            t.fail(
+                "name",
+                f"{_show(policy.name)} is already the name of policy[{names[policy.name]}]"
+                "; give each policy a unique name",
+            )
+        if policies and _is_catch_all(policies[-1]):
+            t.fail(
+                "path",
+                f"unreachable: policy[{index - 1}] ({_show(policies[-1].path)}) "
+                "matches every path; put the catch-all last",
+            )
+        names[policy.name] = index
+        policies.append(policy)
+    if not policies or not _is_catch_all(policies[-1]):
+        name = "default"
+        while name in names:
+            name = "builtin-" + name
+        policies.append(builtin_default_policy(name))
+    return tuple(policies)
+
+
+# ---------------------------------------------------------------------------------------------
+# Entry points
+# ---------------------------------------------------------------------------------------------
+
+
+def parse_config(data: Mapping[str, Any], file: str) -> Config:
+    """Build a :class:`Config` from parsed TOML ``data``; ``file`` names it in errors and is
+    the base of relative paths (its directory). Raises :class:`ConfigError`.
+
+    When the policies do not end with a catch-all ``"*"``, the built-in default policy
+    (:func:`builtin_default_policy`: ``default_ttl`` 0, i.e. only what the origin says;
+    ``max_ttl`` 1 year) is appended.
+    """
+    root = _Table(file, "", data, _TOP_KEYS)
+    base_dir = os.path.dirname(os.path.abspath(file))
+    node = _parse_node(root)
+    store = _parse_store(root, node, base_dir)
+    upstream = _parse_upstream(root, node)
+    policies = _parse_policies(root)
+    return Config(file=file, node=node, store=store, upstream=upstream, policies=policies)
+
+
+def load_config(path: str) -> Config:
+    """Read and validate the TOML file ``path`` (see the module docstring for the schema).
+
+    Raises :class:`ConfigError`: key ``(file)`` when it cannot be read, ``(toml)`` for a
+    syntax error (tomllib's message carries the line and column), otherwise the offending key.
+    A built-in default policy is appended when the last policy is not ``"*"``.
+    """
+    try:
+        with open(path, "rb") as handle:
+            raw = handle.read()
+    except OSError as err:
+        raise ConfigError(path, "(file)", f"cannot read it: {err.strerror or err}") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as err:
+        raise ConfigError(
+            path, "(toml)", f"not UTF-8 text (byte {err.start}); save it as UTF-8"
+        ) from None
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(path, "(toml)", f"{err}; fix the TOML syntax there") from None
+    return parse_config(data, path)
+
+
+def check_environment(config: Config, environ: Mapping[str, str] | None = None) -> list[str]:
+    """Problems that prevent starting ``config`` in this environment (empty list: none).
+
+    Checks that the credentials' environment variables named by ``upstream.s3`` are set and
+    non-empty (e.g. ``"AWS_SECRET_ACCESS_KEY is not set (upstream.s3.secret_key_env)"``) and
+    that ``store.path`` is, or can be created as, a writable directory. ``environ`` defaults
+    to ``os.environ``. Called at start, never at load.
+    """
+    env = os.environ if environ is None else environ
+    problems: list[str] = []
+    s3 = config.upstream.s3
+    if s3 is not None:
+        for key, name in (
+            ("access_key_env", s3.access_key_env),
+            ("secret_key_env", s3.secret_key_env),
+            ("session_token_env", s3.session_token_env),
+        ):
+            if name is None:
+                continue
+            if name not in env:
+                problems.append(f"{name} is not set (upstream.s3.{key}); export it")
+            elif not env[name]:
+                problems.append(f"{name} is empty (upstream.s3.{key}); export its value")
+    path = config.store.path
+    probe = path
+    while not os.path.exists(probe):
+        parent = os.path.dirname(probe)
+        if parent == probe:
+            break
+        probe = parent
+    if probe == path and not os.path.isdir(path):
+        problems.append(f"store.path {path} exists and is not a directory")
+    elif not os.access(probe, os.W_OK | os.X_OK):
+        problems.append(f"store.path {path}: {probe} is not writable")
+    return problems

@@ -1,0 +1,61 @@
+"""Range requests (RFC 9110 sec. 14): parsing a ``Range`` field against a representation length.
+
+Contract: :func:`parse_range` is pure. It returns ``None`` when the field must be ignored (absent,
+not a ``bytes`` range, or syntactically invalid: RFC 9110 sec. 14.2 "a server MAY ignore"), the
+constant :data:`UNSATISFIABLE` (answer 416 with ``Content-Range: bytes */LEN``), or a list of
+``(first, last)`` inclusive byte positions clipped to the length.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+UNSATISFIABLE: Final = "unsatisfiable"
+
+MAX_RANGES = 16
+
+
+def parse_range(value: str | None, length: int) -> list[tuple[int, int]] | str | None:
+    """Parse ``Range: bytes=...`` (RFC 9110 sec. 14.1.2) for a representation of ``length``."""
+    if not value:
+        return None
+    unit, sep, spec = value.partition("=")
+    if not sep or unit.strip().lower() != "bytes":
+        return None
+    result: list[tuple[int, int]] = []
+    any_valid = False
+    parts = spec.split(",")
+    if len(parts) > MAX_RANGES:
+        return None  # too many ranges: ignore (sec. 14.2 allows it; guards against abuse)
+    for part in parts:
+        part = part.strip(" \t")
+        if not part:
+            continue
+        first_s, dash, last_s = part.partition("-")
+        if not dash:
+            return None
+        first_s, last_s = first_s.strip(), last_s.strip()
+        if first_s:
+            if not first_s.isdigit() or (last_s and not last_s.isdigit()):
+                return None
+            first = int(first_s)
+            last = int(last_s) if last_s else length - 1
+            if last_s and last < first:
+                return None  # invalid range-spec: the whole field is invalid
+            any_valid = True
+            if first >= length:
+                continue  # unsatisfiable part
+            result.append((first, min(last, length - 1)))
+        else:
+            if not last_s.isdigit():
+                return None
+            suffix = int(last_s)
+            any_valid = True
+            if suffix == 0 or length == 0:
+                continue
+            result.append((max(0, length - suffix), length - 1))
+    if not any_valid:
+        return None
+    if not result:
+        return UNSATISFIABLE
+    return result

@@ -1,0 +1,952 @@
+"""The request pipeline of one node: policy -> key -> lookup -> decide -> fetch/serve.
+
+Contract:
+- :meth:`Node.try_fast` answers a plain fresh hit synchronously (no I/O, no task) or returns
+  False; :meth:`Node.handle` runs everything else as a small state machine whose outcome is one
+  :class:`Phase` (logged and counted).
+- Only what is in the cache key is forwarded upstream (plus ``Via`` and validators).
+- Responses are stored only when RFC 9111 sec. 3 allows it and the policy does not forbid it;
+  bodies are streamed to the client and the store at once; a failed upstream transfer is never
+  stored and the client's connection is cut, never ended as if complete.
+- Concurrent misses for one key make one upstream request (in-process single flight; waiters are
+  served from the stored entry with ``collapsed`` in their Cache-Status).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import time
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+import aiohttp
+from multidict import CIMultiDict
+
+from edgeproxy.cache.entry import Entry
+from edgeproxy.cache.key import (
+    BadRequestTarget,
+    CacheKey,
+    build_key,
+    normalize_path,
+    split_target,
+)
+from edgeproxy.config import Config, PolicyConfig
+from edgeproxy.http.cache_control import CacheControl, parse_cache_control, request_no_cache
+from edgeproxy.http.cache_status import append_cache_status, cache_status_member, sf_token_or_string
+from edgeproxy.http.conditional import not_modified
+from edgeproxy.http.dates import format_http_date
+from edgeproxy.http.freshness import (
+    Freshness,
+    apply_policy_ttl,
+    corrected_initial_age,
+    decide,
+    fields_to_strip,
+    freshness_lifetime,
+    stale_if_error_ok,
+    storability,
+)
+from edgeproxy.http.headers import strip_hop_by_hop, update_stored_headers
+from edgeproxy.http.ranges import UNSATISFIABLE, parse_range
+from edgeproxy.proxy.s3 import map_s3_status, s3_error_code
+from edgeproxy.proxy.upstream import NoSuchTarget, Upstream, UpstreamError
+
+if TYPE_CHECKING:
+    from edgeproxy.cache.store import DiskStore
+    from edgeproxy.proxy.server import HttpConnection, Request, ResponseWriter
+
+log = logging.getLogger("edgeproxy.handler")
+
+# Request fields that take a request off the fast path (they need the full pipeline).
+FAST_BLOCKERS = frozenset(
+    {
+        "range",
+        "if-none-match",
+        "if-modified-since",
+        "if-range",
+        "if-match",
+        "if-unmodified-since",
+        "cache-control",
+        "pragma",
+        "authorization",
+        "via",
+    }
+)
+# Stored fields the cache regenerates itself on every answer.
+NOT_STORED = frozenset({"age", "cache-status", "content-length", "set-cookie"})
+# Fields never sent in a 304 (RFC 9110 sec. 15.4.5: the 304 carries metadata, no content fields)
+NOT_IN_304 = frozenset({"content-length", "content-range", "transfer-encoding"})
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+WAIT_TIMEOUT = 30.0
+MAX_FAST_MEMO = 20_000
+
+
+class Phase(enum.Enum):
+    """What happened to one request (Pingora's CachePhase, in spirit)."""
+
+    HIT = "hit"
+    MISS = "miss"
+    COLLAPSED = "collapsed"
+    STALE_SERVED = "stale"
+    REVALIDATED = "revalidated"
+    EXPIRED = "expired"
+    PASS = "pass"
+    ERROR = "error"
+    BAD_REQUEST = "bad-request"
+
+    def as_str(self) -> str:
+        return self.value
+
+
+class Node:
+    """One edgeproxy node: the cache pipeline behind the HTTP server."""
+
+    def __init__(self, config: Config, store: DiskStore, upstream: Upstream) -> None:
+        self.config = config
+        self.store = store
+        self.upstream = upstream
+        self.name = config.node.name
+        self.sf_name = sf_token_or_string(self.name)
+        self.via_value = f"1.1 {self.name}"
+        self.inflight: dict[str, asyncio.Future[bool]] = {}
+        self._memo: dict[str, tuple[PolicyConfig, CacheKey]] = {}
+        self.counters: dict[str, int] = {}
+        self._background: set[asyncio.Task[None]] = set()
+
+    # ---- helpers ---------------------------------------------------------------------------
+
+    def _count(self, phase: Phase) -> None:
+        self.counters[phase.value] = self.counters.get(phase.value, 0) + 1
+
+    def _policy_and_key(self, target: str, hdict: dict[str, str]) -> tuple[PolicyConfig, CacheKey]:
+        """Policy (first match on the normalized path) and cache key; may raise BadRequest."""
+        memo = self._memo.get(target)
+        if memo is not None and not memo[0].header_keys:
+            return memo
+        path = normalize_path(split_target(target)[0])
+        policy = self.config.policy_for(path)
+        key = build_key(policy, target, hdict)
+        if not policy.header_keys:
+            if len(self._memo) >= MAX_FAST_MEMO:
+                self._memo.clear()
+            self._memo[target] = (policy, key)
+        return policy, key
+
+    def _loop_detected(self, via: str | None) -> bool:
+        if not via:
+            return False
+        for hop in via.split(","):
+            parts = hop.split()
+            if len(parts) >= 2 and parts[1] == self.name:
+                return True
+        return False
+
+    def _head_fields(self, entry: Entry, policy: PolicyConfig) -> list[tuple[str, str]]:
+        fields = list(entry.headers)
+        fields.append(("Via", self.via_value))
+        fields.extend(policy.response_headers)
+        return fields
+
+    # ---- fast path -------------------------------------------------------------------------
+
+    def try_fast(self, req: Request, conn: HttpConnection) -> bool:
+        """Answer a fresh, plain hit from RAM or a mapped body without a task; else False."""
+        method = req.method
+        if method != "GET" and method != "HEAD":
+            return False
+        hdict = req.hdict
+        for name in hdict:
+            if name in FAST_BLOCKERS:
+                return False
+        try:
+            policy, key = self._policy_and_key(req.target, hdict)
+        except BadRequestTarget:
+            return False
+        if method not in policy.methods:
+            return False
+        store = self.store
+        entry = store.index.get(key.hex)
+        if entry is None or entry.vary is not None or not entry.verified or entry.cc.no_cache:
+            return False
+        now = time.time()
+        if now >= entry.fresh_until:
+            return False
+        body = store.ram.get(key.hex)
+        if body is None:
+            body = entry.mapped
+            if body is None or entry.size > 1024 * 1024:
+                return False
+        store.policy.touch(key.hex, now)
+        second = int(now)
+        cached = entry.head_cache
+        if cached is not None and cached[0] == second:
+            head = cached[1]
+        else:
+            head = self._build_hit_head(entry, policy, now)
+            entry.head_cache = (second, head)
+        if not req.keep_alive:
+            head = head[:-2] + b"Connection: close\r\n\r\n"
+        elif req.version == "1.0":
+            head = head[:-2] + b"Connection: keep-alive\r\n\r\n"
+        if method == "HEAD":
+            conn.write(head)
+        elif len(body) <= 65536:
+            conn.write(head + body)
+        else:
+            conn.write(head)
+            conn.write(memoryview(body))
+        self._count(Phase.HIT)
+        return True
+
+    def _build_hit_head(self, entry: Entry, policy: PolicyConfig, now: float) -> bytes:
+        member = cache_status_member(self.sf_name, hit=True, ttl=entry.ttl(now))
+        lines = [f"HTTP/1.1 {entry.status} {entry.reason}\r\n"]
+        for name, value in self._head_fields(entry, policy):
+            lines.append(f"{name}: {value}\r\n")
+        lines.append(f"Age: {int(entry.age(now))}\r\n")
+        lines.append(f"Cache-Status: {member}\r\n")
+        lines.append(f"Content-Length: {entry.size}\r\n\r\n")
+        return "".join(lines).encode("latin-1")
+
+    # ---- full pipeline ---------------------------------------------------------------------
+
+    async def handle(self, req: Request, resp: ResponseWriter) -> None:
+        if self._loop_detected(req.hdict.get("via")):
+            self._count(Phase.ERROR)
+            await self._simple(
+                resp,
+                508,
+                "request loop detected (this node is already in Via)",
+                member=cache_status_member(self.sf_name, fwd="bypass", detail="loop"),
+            )
+            return
+        try:
+            policy, key = self._policy_and_key(req.target, req.hdict)
+        except BadRequestTarget as exc:
+            self._count(Phase.BAD_REQUEST)
+            await self._simple(resp, 400, f"bad request target: {exc}")
+            return
+        if req.method in ("GET", "HEAD") and req.method in policy.methods:
+            await self._cached_request(req, resp, policy, key)
+            return
+        if policy.other_methods == "refuse" or self.upstream.is_s3:
+            allow = ", ".join(policy.methods)
+            await self._simple(
+                resp, 405, f"method {req.method} not allowed here", headers=[("Allow", allow)]
+            )
+            return
+        await self._pass_through(req, resp, policy, key)
+
+    async def _simple(
+        self,
+        resp: ResponseWriter,
+        status: int,
+        text: str,
+        *,
+        headers: Iterable[tuple[str, str]] = (),
+        member: str | None = None,
+    ) -> None:
+        body = (text + "\n").encode()
+        fields = [("Content-Type", "text/plain; charset=utf-8"), *headers]
+        if member is None:
+            member = cache_status_member(self.sf_name, fwd="bypass")
+        fields.append(("Cache-Status", member))
+        resp.start(status, fields, content_length=len(body))
+        await resp.write(body)
+
+    # ---- cacheable methods -----------------------------------------------------------------
+
+    async def _cached_request(
+        self, req: Request, resp: ResponseWriter, policy: PolicyConfig, key: CacheKey
+    ) -> None:
+        headers = req.headers
+        req_cc = parse_cache_control(headers.getall("cache-control", []))
+        pragma_no_cache = request_no_cache(req_cc, headers)
+        entry = await self.store.lookup(key.hex)
+        fwd = "uri-miss"
+        if entry is not None and not self._vary_matches(entry, headers):
+            entry, fwd = None, "vary-miss"
+        if entry is not None and not await self.store.ensure_readable(entry):
+            entry = None
+        now = time.time()
+        if entry is not None:
+            state = decide(
+                now=now,
+                response_time=entry.response_time,
+                corrected_initial_age=entry.initial_age,
+                lifetime=entry.lifetime,
+                resp_cc=entry.cc,
+                req_cc=req_cc,
+                req_pragma_no_cache=pragma_no_cache,
+            )
+            if state is Freshness.FRESH:
+                self._count(Phase.HIT)
+                await self._serve_entry(
+                    req,
+                    resp,
+                    entry,
+                    policy,
+                    cache_status_member(self.sf_name, hit=True, ttl=entry.ttl(now)),
+                )
+                return
+            if state is Freshness.STALE_WHILE_REVALIDATE:
+                self._count(Phase.STALE_SERVED)
+                self._background_revalidate(entry, policy, key)
+                await self._serve_entry(
+                    req,
+                    resp,
+                    entry,
+                    policy,
+                    cache_status_member(
+                        self.sf_name, hit=True, ttl=entry.ttl(now), detail="stale-while-revalidate"
+                    ),
+                )
+                return
+            fwd = "stale" if not (req_cc.no_cache or pragma_no_cache) else "request"
+        if req_cc.only_if_cached:
+            await self._simple(
+                resp,
+                504,
+                "not in cache (only-if-cached)",
+                member=cache_status_member(self.sf_name, fwd="miss", detail="only-if-cached"),
+            )
+            return
+        await self._fetch(req, resp, policy, key, entry, fwd, req_cc)
+
+    def _vary_matches(self, entry: Entry, headers: CIMultiDict[str]) -> bool:
+        """RFC 9111 sec. 4.1: selecting header fields of the request match the stored ones."""
+        if entry.vary is None:
+            return True
+        for name, stored in entry.vary.items():
+            if name == "*":
+                return False
+            values = headers.getall(name, [])
+            current = _normalize_vary_value(values) if values else None
+            if current != stored:
+                return False
+        return True
+
+    async def _serve_entry(
+        self,
+        req: Request,
+        resp: ResponseWriter,
+        entry: Entry,
+        policy: PolicyConfig,
+        member: str,
+        upstream_status: str | None = None,
+    ) -> None:
+        """Answer from a stored entry: 304, 206/416 or the whole body."""
+        now = time.time()
+        fields = self._head_fields(entry, policy)
+        fields.append(("Age", str(int(entry.age(now)))))
+        fields.append(("Cache-Status", append_cache_status(upstream_status, member)))
+        headers = req.headers
+        if entry.status == 200 and not_modified(
+            req.method, headers, entry.etag, entry.last_modified
+        ):
+            resp.start(
+                304, [f for f in fields if f[0].lower() not in NOT_IN_304], content_length=None
+            )
+            return
+        length = entry.size
+        start, count, status = 0, length, entry.status
+        range_value = headers.get("range") if entry.status == 200 else None
+        if range_value is not None and req.method in ("GET", "HEAD"):
+            if_range = headers.get("if-range")
+            from edgeproxy.http.conditional import if_range_allows_partial
+
+            if if_range is None or if_range_allows_partial(
+                if_range, entry.etag, entry.last_modified
+            ):
+                ranges = parse_range(range_value, length)
+                if ranges == UNSATISFIABLE:
+                    fields.append(("Content-Range", f"bytes */{length}"))
+                    body = b""
+                    resp.start(416, fields, content_length=0)
+                    return
+                if isinstance(ranges, list) and len(ranges) == 1:
+                    first, last = ranges[0]
+                    start, count, status = first, last - first + 1, 206
+                    fields.append(("Content-Range", f"bytes {first}-{last}/{length}"))
+                # several ranges: answered with the whole 200 (RFC 9110 sec. 14.2 allows
+                # ignoring Range; a multipart answer is the ranges issue's work)
+        resp.start(
+            status,
+            fields,
+            content_length=count,
+            reason=None if status != entry.status else entry.reason,
+        )
+        if req.method == "HEAD" or count == 0:
+            return
+        body = self.store.ram_body(entry)
+        if body is not None:
+            await resp.write(memoryview(body)[start : start + count])
+        elif entry.mapped is not None:
+            await resp.write_view(memoryview(entry.mapped)[start : start + count])
+        else:
+            body = await self.store.read_range(entry, start, count)
+            await resp.write(body)
+
+    # ---- fetching --------------------------------------------------------------------------
+
+    def _upstream_headers(self, key: CacheKey, entry: Entry | None) -> list[tuple[str, str]]:
+        fields = list(key.forwarded_headers)
+        fields.append(("Via", self.via_value))
+        if entry is not None:
+            if entry.etag:
+                fields.append(("If-None-Match", entry.etag))
+            if entry.last_modified:
+                fields.append(("If-Modified-Since", entry.last_modified))
+        return fields
+
+    async def _fetch(
+        self,
+        req: Request,
+        resp: ResponseWriter,
+        policy: PolicyConfig,
+        key: CacheKey,
+        stale: Entry | None,
+        fwd: str,
+        req_cc: CacheControl,
+    ) -> None:
+        """Single flight: the first request for a key fetches; the others wait and re-read."""
+        bypass_queue = req_cc.no_store or fwd == "request"
+        pending = self.inflight.get(key.hex)
+        if pending is not None and not bypass_queue:
+            try:
+                shared = await asyncio.wait_for(asyncio.shield(pending), WAIT_TIMEOUT)
+            except (TimeoutError, Exception):
+                shared = False
+            if shared:
+                entry = self.store.peek(key.hex)
+                if (
+                    entry is not None
+                    and self._vary_matches(entry, req.headers)
+                    and await self.store.ensure_readable(entry)
+                ):
+                    self._count(Phase.COLLAPSED)
+                    await self._serve_entry(
+                        req,
+                        resp,
+                        entry,
+                        policy,
+                        cache_status_member(
+                            self.sf_name, fwd=fwd, collapsed=True, ttl=entry.ttl(time.time())
+                        ),
+                    )
+                    return
+        future: asyncio.Future[bool] | None = None
+        if pending is None:
+            future = asyncio.get_running_loop().create_future()
+            self.inflight[key.hex] = future
+        shared = False
+        try:
+            shared = await self._fetch_and_serve(req, resp, policy, key, stale, fwd, req_cc)
+        finally:
+            if future is not None:
+                if self.inflight.get(key.hex) is future:
+                    del self.inflight[key.hex]
+                future.set_result(shared)
+
+    async def _fetch_and_serve(
+        self,
+        req: Request,
+        resp: ResponseWriter,
+        policy: PolicyConfig,
+        key: CacheKey,
+        stale: Entry | None,
+        fwd: str,
+        req_cc: CacheControl,
+    ) -> bool:
+        """Fetch from upstream, stream to the client and the store. True if stored."""
+        validators = stale if stale is not None and (stale.etag or stale.last_modified) else None
+        request_time = time.time()
+        try:
+            upstream = await self.upstream.open(
+                "GET", key.upstream_target, self._upstream_headers(key, validators)
+            )
+        except NoSuchTarget:
+            await self._simple(
+                resp,
+                404,
+                "no such object",
+                member=cache_status_member(self.sf_name, fwd=fwd, detail="no-bucket"),
+            )
+            return False
+        except UpstreamError as exc:
+            log.warning("%s %s: %s", req.method, req.target, exc.reason)
+            if stale is not None and self._stale_if_error(stale, req_cc):
+                self._count(Phase.STALE_SERVED)
+                await self._serve_entry(
+                    req,
+                    resp,
+                    stale,
+                    policy,
+                    cache_status_member(self.sf_name, fwd="stale", detail="stale-if-error"),
+                )
+                return False
+            self._count(Phase.ERROR)
+            await self._simple(
+                resp,
+                exc.status,
+                exc.reason,
+                member=cache_status_member(self.sf_name, fwd=fwd, detail="upstream-error"),
+            )
+            return False
+        try:
+            return await self._handle_upstream(
+                req, resp, policy, key, stale, validators, fwd, req_cc, upstream, request_time
+            )
+        finally:
+            upstream.release()
+
+    def _stale_if_error(self, stale: Entry, req_cc: CacheControl) -> bool:
+        return stale_if_error_ok(
+            now=time.time(),
+            response_time=stale.response_time,
+            corrected_initial_age=stale.initial_age,
+            lifetime=stale.lifetime,
+            resp_cc=stale.cc,
+            req_cc=req_cc,
+            default_window=0.0,
+        )
+
+    async def _handle_upstream(
+        self,
+        req: Request,
+        resp: ResponseWriter,
+        policy: PolicyConfig,
+        key: CacheKey,
+        stale: Entry | None,
+        validators: Entry | None,
+        fwd: str,
+        req_cc: CacheControl,
+        upstream: aiohttp.ClientResponse,
+        request_time: float,
+    ) -> bool:
+        response_time = time.time()
+        status = upstream.status
+        upstream_headers = CIMultiDict(
+            (n.decode("latin-1"), v.decode("latin-1")) for n, v in upstream.raw_headers
+        )
+        upstream_cs = upstream_headers.get("cache-status")
+        # S3 errors: map and never store a refusal of our credentials.
+        if self.upstream.is_s3 and status >= 400 and status not in (404, 410):
+            raw = await upstream.read()
+            client_status, reason = map_s3_status(status, s3_error_code(raw))
+            log.warning("origin refused %s: %s", key.upstream_target, reason)
+            if stale is not None and client_status >= 500 and self._stale_if_error(stale, req_cc):
+                await self._serve_entry(
+                    req,
+                    resp,
+                    stale,
+                    policy,
+                    cache_status_member(
+                        self.sf_name, fwd="stale", fwd_status=status, detail="stale-if-error"
+                    ),
+                )
+                return False
+            self._count(Phase.ERROR)
+            await self._simple(
+                resp,
+                client_status,
+                reason,
+                member=cache_status_member(self.sf_name, fwd=fwd, fwd_status=status),
+            )
+            return False
+        if status == 304 and validators is not None:
+            return await self._revalidated(
+                req, resp, policy, validators, upstream_headers, request_time, response_time, fwd
+            )
+        if status >= 500 and stale is not None and self._stale_if_error(stale, req_cc):
+            self._count(Phase.STALE_SERVED)
+            await self._serve_entry(
+                req,
+                resp,
+                stale,
+                policy,
+                cache_status_member(
+                    self.sf_name, fwd="stale", fwd_status=status, detail="stale-if-error"
+                ),
+            )
+            return False
+        resp_cc = parse_cache_control(upstream_headers.getall("cache-control", []))
+        reason = storability(
+            "GET",
+            status,
+            req.headers,
+            req_cc,
+            upstream_headers,
+            resp_cc,
+            policy_default_ttl=policy.default_ttl,
+        )
+        no_store_detail: str | None = reason.as_str() if reason is not None else None
+        if no_store_detail is None and "set-cookie" in upstream_headers:
+            no_store_detail = "set-cookie"
+        if no_store_detail is None and req_cc.no_store:
+            no_store_detail = "request-no-store"
+        stored_headers = self._headers_to_store(upstream_headers, resp_cc, response_time)
+        lifetime = 0.0
+        if no_store_detail is None:
+            raw_lifetime, source = freshness_lifetime(
+                status, upstream_headers, resp_cc, response_time=response_time
+            )
+            if status in (404, 410) and source in ("none", "heuristic"):
+                lifetime = policy.error_ttl
+            else:
+                lifetime = apply_policy_ttl(
+                    raw_lifetime,
+                    source,
+                    min_ttl=policy.min_ttl,
+                    default_ttl=policy.default_ttl,
+                    max_ttl=policy.max_ttl,
+                )
+            if lifetime <= 0 and not (
+                stored_headers.get("etag") or stored_headers.get("last-modified")
+            ):
+                no_store_detail = "no-freshness"
+        content_length = upstream.content_length
+        if content_length is not None and not self.store.admits(content_length):
+            no_store_detail = "too-large"
+        vary = self._vary_of(upstream_headers, req.headers)
+        if vary is not None and "*" in vary:
+            no_store_detail = no_store_detail or "vary-star"
+        store = no_store_detail is None
+        entry = None
+        if store:
+            entry = Entry(
+                key_hex=key.hex,
+                path=key.path,
+                status=status,
+                reason=upstream.reason or "",
+                headers=list(stored_headers.items()),
+                request_time=request_time,
+                response_time=response_time,
+                initial_age=corrected_initial_age(upstream_headers, request_time, response_time),
+                lifetime=lifetime,
+                size=0,
+                checksum="",
+                body_file="",
+                vary=vary,
+            )
+        member = cache_status_member(
+            self.sf_name,
+            fwd=fwd,
+            fwd_status=status if status != 200 else None,
+            stored=store,
+            ttl=int(lifetime) if store else None,
+            detail=None if store else no_store_detail,
+        )
+        out = (
+            list(stored_headers.items())
+            if store
+            else list(
+                self._headers_to_store(
+                    upstream_headers, resp_cc, response_time, keep_cookies=True
+                ).items()
+            )
+        )
+        out.append(("Via", self.via_value))
+        out.extend(policy.response_headers)
+        if entry is not None:
+            out.append(("Age", str(int(entry.initial_age))))
+        elif "age" in upstream_headers:
+            out.append(("Age", upstream_headers["age"]))
+        out.append(("Cache-Status", append_cache_status(upstream_cs, member)))
+        self._count(Phase.MISS)
+        writer = self.store.new_writer(key.hex) if store else None
+        client_ok = True
+        serve_head_only = req.method == "HEAD"
+        try:
+            resp.start(status, out, content_length=content_length, reason=upstream.reason)
+        except ConnectionError:
+            client_ok = False
+        try:
+            async for chunk in upstream.content.iter_any():
+                if writer is not None:
+                    await writer.write(chunk)
+                if client_ok and not serve_head_only:
+                    try:
+                        await resp.write(chunk)
+                    except ConnectionError:
+                        client_ok = False
+                        if writer is None:
+                            return False  # nobody else wants these bytes
+        except (aiohttp.ClientError, TimeoutError, ConnectionError) as exc:
+            log.warning("upstream body of %s failed: %s", key.upstream_target, exc)
+            if writer is not None:
+                await writer.abort()
+            resp.abort()
+            return False
+        if writer is not None and entry is not None:
+            if content_length is not None and writer.size != content_length:
+                await writer.abort()
+                resp.abort()
+                return False
+            stored_ok = await self.store.publish(writer, entry)
+            return stored_ok
+        return False
+
+    async def _revalidated(
+        self,
+        req: Request,
+        resp: ResponseWriter,
+        policy: PolicyConfig,
+        entry: Entry,
+        fresh: CIMultiDict[str],
+        request_time: float,
+        response_time: float,
+        fwd: str,
+    ) -> bool:
+        """RFC 9111 sec. 4.3.4: a 304 updates the stored headers; serve the stored body."""
+        merged = update_stored_headers(CIMultiDict(entry.headers), fresh)
+        for name in NOT_STORED:
+            merged.popall(name, None)
+        resp_cc = parse_cache_control(merged.getall("cache-control", []))
+        raw_lifetime, source = freshness_lifetime(
+            entry.status, merged, resp_cc, response_time=response_time
+        )
+        entry.request_time = request_time
+        entry.response_time = response_time
+        entry.initial_age = corrected_initial_age(fresh, request_time, response_time)
+        entry.lifetime = apply_policy_ttl(
+            raw_lifetime,
+            source,
+            min_ttl=policy.min_ttl,
+            default_ttl=policy.default_ttl,
+            max_ttl=policy.max_ttl,
+        )
+        entry.set_headers(list(merged.items()))
+        await self.store.update_meta(entry)
+        self._count(Phase.REVALIDATED)
+        await self._serve_entry(
+            req,
+            resp,
+            entry,
+            policy,
+            cache_status_member(
+                self.sf_name, fwd=fwd, fwd_status=304, stored=True, ttl=entry.ttl(time.time())
+            ),
+            upstream_status=fresh.get("cache-status"),
+        )
+        return True
+
+    def _background_revalidate(self, entry: Entry, policy: PolicyConfig, key: CacheKey) -> None:
+        """stale-while-revalidate (RFC 5861 sec. 3): one refresh per key in the background."""
+        if key.hex in self.inflight:
+            return
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self.inflight[key.hex] = future
+
+        async def refresh() -> None:
+            ok = False
+            try:
+                upstream = await self.upstream.open(
+                    "GET", key.upstream_target, self._upstream_headers(key, entry)
+                )
+                try:
+                    ok = await self._absorb(upstream, entry, policy, key)
+                finally:
+                    upstream.release()
+            except Exception as exc:  # a failed refresh leaves the stale entry in place
+                log.info("background revalidation of %s failed: %s", key.upstream_target, exc)
+            finally:
+                if self.inflight.get(key.hex) is future:
+                    del self.inflight[key.hex]
+                future.set_result(ok)
+
+        task = asyncio.get_running_loop().create_task(refresh())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _absorb(
+        self, upstream: aiohttp.ClientResponse, entry: Entry, policy: PolicyConfig, key: CacheKey
+    ) -> bool:
+        """Store a background refresh's answer without a client."""
+        from edgeproxy.proxy.server import HttpConnection  # noqa: F401 - typing only
+
+        response_time = time.time()
+        fresh = CIMultiDict(
+            (n.decode("latin-1"), v.decode("latin-1")) for n, v in upstream.raw_headers
+        )
+        if upstream.status == 304:
+            merged = update_stored_headers(CIMultiDict(entry.headers), fresh)
+            for name in NOT_STORED:
+                merged.popall(name, None)
+            resp_cc = parse_cache_control(merged.getall("cache-control", []))
+            raw, source = freshness_lifetime(
+                entry.status, merged, resp_cc, response_time=response_time
+            )
+            entry.response_time = response_time
+            entry.request_time = response_time
+            entry.initial_age = corrected_initial_age(fresh, response_time, response_time)
+            entry.lifetime = apply_policy_ttl(
+                raw,
+                source,
+                min_ttl=policy.min_ttl,
+                default_ttl=policy.default_ttl,
+                max_ttl=policy.max_ttl,
+            )
+            entry.set_headers(list(merged.items()))
+            await self.store.update_meta(entry)
+            return True
+        if upstream.status != 200:
+            return False
+        resp_cc = parse_cache_control(fresh.getall("cache-control", []))
+        if resp_cc.no_store or resp_cc.private or "set-cookie" in fresh:
+            return False
+        raw, source = freshness_lifetime(200, fresh, resp_cc, response_time=response_time)
+        new = Entry(
+            key_hex=key.hex,
+            path=key.path,
+            status=200,
+            reason=upstream.reason or "OK",
+            headers=list(self._headers_to_store(fresh, resp_cc, response_time).items()),
+            request_time=response_time,
+            response_time=response_time,
+            initial_age=corrected_initial_age(fresh, response_time, response_time),
+            lifetime=apply_policy_ttl(
+                raw,
+                source,
+                min_ttl=policy.min_ttl,
+                default_ttl=policy.default_ttl,
+                max_ttl=policy.max_ttl,
+            ),
+            size=0,
+            checksum="",
+            body_file="",
+            vary=entry.vary,
+        )
+        writer = self.store.new_writer(key.hex)
+        try:
+            async for chunk in upstream.content.iter_any():
+                await writer.write(chunk)
+        except Exception:
+            await writer.abort()
+            raise
+        if upstream.content_length is not None and writer.size != upstream.content_length:
+            await writer.abort()
+            return False
+        return await self.store.publish(writer, new)
+
+    def _headers_to_store(
+        self,
+        upstream_headers: CIMultiDict[str],
+        resp_cc: CacheControl,
+        response_time: float,
+        *,
+        keep_cookies: bool = False,
+    ) -> CIMultiDict[str]:
+        """Hop-by-hop fields out (RFC 9111 sec. 3.1), qualified private/no-cache fields out,
+        fields the cache regenerates out; a Date added if the origin sent none (RFC 9110
+        sec. 6.6.1)."""
+        stored = strip_hop_by_hop(upstream_headers)
+        for name in NOT_STORED:
+            if keep_cookies and name == "set-cookie":
+                continue
+            stored.popall(name, None)
+        for name in fields_to_strip(resp_cc):
+            stored.popall(name, None)
+        if "date" not in stored:
+            stored["Date"] = format_http_date(response_time)
+        return stored
+
+    def _vary_of(
+        self, upstream_headers: CIMultiDict[str], req_headers: CIMultiDict[str]
+    ) -> dict[str, str | None] | None:
+        """The selecting header values of the request (RFC 9111 sec. 4.1), normalized."""
+        values = upstream_headers.getall("vary", [])
+        if not values:
+            return None
+        names: list[str] = []
+        for value in values:
+            for name in value.split(","):
+                name = name.strip().lower()
+                if name and name not in names:
+                    names.append(name)
+        if not names:
+            return None
+        if "*" in names:
+            return {"*": None}
+        result: dict[str, str | None] = {}
+        for name in sorted(names):
+            got = req_headers.getall(name, [])
+            result[name] = _normalize_vary_value(got) if got else None
+        return result
+
+    # ---- other methods ---------------------------------------------------------------------
+
+    async def _pass_through(
+        self, req: Request, resp: ResponseWriter, policy: PolicyConfig, key: CacheKey
+    ) -> None:
+        """Forward an unsafe or unknown method; invalidate the target URI on success
+        (RFC 9111 sec. 4.4)."""
+        fields = [
+            (n, v)
+            for n, v in strip_hop_by_hop(req.headers).items()
+            if n.lower() not in ("host", "cookie", "content-length", "expect")
+        ]
+        fields.append(("Via", self.via_value))
+        body = req.body.iter_chunks() if req.body is not None else None
+        target = key.path + req.target[len(req.target.partition("?")[0]) :]
+        try:
+            upstream = await self.upstream.open(req.method, target, fields, body=body)
+        except NoSuchTarget:
+            await self._simple(resp, 404, "no such object")
+            return
+        except UpstreamError as exc:
+            await self._simple(resp, exc.status, exc.reason)
+            return
+        try:
+            self._count(Phase.PASS)
+            if upstream.status < 400 and req.method not in SAFE_METHODS:
+                await self.invalidate_uri(key.path)
+                for field_name in ("location", "content-location"):
+                    value = upstream.headers.get(field_name)
+                    if value and value.startswith("/"):
+                        await self.invalidate_uri(value.partition("?")[0])
+            out = list(
+                strip_hop_by_hop(
+                    CIMultiDict(
+                        (n.decode("latin-1"), v.decode("latin-1")) for n, v in upstream.raw_headers
+                    )
+                ).items()
+            )
+            out = [(n, v) for n, v in out if n.lower() != "content-length"]
+            out.append(("Via", self.via_value))
+            out.append(
+                (
+                    "Cache-Status",
+                    cache_status_member(self.sf_name, fwd="method", fwd_status=upstream.status),
+                )
+            )
+            resp.start(
+                upstream.status, out, content_length=upstream.content_length, reason=upstream.reason
+            )
+            async for chunk in upstream.content.iter_any():
+                await resp.write(chunk)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            log.warning("pass-through %s %s failed: %s", req.method, target, exc)
+            resp.abort()
+        finally:
+            upstream.release()
+
+    async def invalidate_uri(self, path: str) -> None:
+        """Drop every entry stored for ``path`` under its policy (keyed params ignored)."""
+        try:
+            norm = normalize_path(path)
+        except BadRequestTarget:
+            return
+        policy = self.config.policy_for(norm)
+        key = build_key(policy, norm, {})
+        await self.store.drop(key.hex)
+        for hex_key, entry in list(self.store.index.items()):
+            if entry.path == norm and hex_key != key.hex:
+                await self.store.drop(hex_key)
+
+
+def _normalize_vary_value(values: list[str]) -> str:
+    """Combine field lines and normalize whitespace around commas (RFC 9111 sec. 4.1)."""
+    joined = ",".join(values)
+    return ",".join(part.strip() for part in joined.split(","))

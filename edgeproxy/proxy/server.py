@@ -1,0 +1,659 @@
+"""The client-facing HTTP/1.1 server: a lean asyncio Protocol parsing with httptools (llhttp).
+
+Contract:
+- keep-alive (HTTP/1.1 default, HTTP/1.0 with ``Connection: keep-alive``), pipelined requests
+  answered strictly in order, HEAD, request bodies streamed to the handler with back-pressure
+  (reading pauses while the handler has not consumed ``BODY_BUFFER`` bytes), ``Expect:
+  100-continue`` answered when the handler first reads the body;
+- write back-pressure: ``pause_writing``/``resume_writing`` gate :meth:`HttpConnection.drain`;
+- limits from the node config: URL length (414), header bytes and count (431), body size (413);
+  a request the parser rejects (bad syntax, conflicting Content-Length/Transfer-Encoding, obsolete
+  line folding, bad chunk sizes) gets 400 and the connection is closed; no traceback ever reaches
+  a client;
+- timeouts: header timeout from the first byte of a request to its last header, idle timeout
+  between requests and while a client does not read; enforced by one sweep per second rather
+  than a timer per request.
+
+Hits are answered synchronously by ``app.try_fast(request, conn)`` when nothing is queued;
+everything else runs as a task of ``app.handle(request, ResponseWriter)``, one at a time per
+connection so answers keep their order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Protocol
+
+import httptools
+from multidict import CIMultiDict
+
+from edgeproxy.http.dates import format_http_date
+
+if TYPE_CHECKING:
+    from edgeproxy.config import NodeConfig
+
+log = logging.getLogger("edgeproxy.server")
+
+BODY_BUFFER = 256 * 1024
+STREAM_CHUNK = 256 * 1024
+
+REASONS = {
+    100: "Continue",
+    200: "OK",
+    203: "Non-Authoritative Information",
+    204: "No Content",
+    206: "Partial Content",
+    301: "Moved Permanently",
+    302: "Found",
+    304: "Not Modified",
+    400: "Bad Request",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    406: "Not Acceptable",
+    408: "Request Timeout",
+    411: "Length Required",
+    412: "Precondition Failed",
+    413: "Content Too Large",
+    414: "URI Too Long",
+    416: "Range Not Satisfiable",
+    431: "Request Header Fields Too Large",
+    500: "Internal Server Error",
+    501: "Not Implemented",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    504: "Gateway Timeout",
+    505: "HTTP Version Not Supported",
+    508: "Loop Detected",
+}
+
+# responses that never carry content (RFC 9110 sec. 6.4.1)
+NO_BODY_STATUSES = frozenset({204, 304})
+
+
+class _Reject(Exception):
+    """Raised inside a parser callback to refuse the request with ``status``."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+
+
+class RequestBody:
+    """The streamed body of one request, fed by the parser, read by the handler."""
+
+    __slots__ = (
+        "_chunks",
+        "_conn",
+        "_eof",
+        "_size",
+        "_waiter",
+        "continue_sent",
+        "expect_continue",
+        "received",
+    )
+
+    def __init__(self, conn: HttpConnection, expect_continue: bool) -> None:
+        self._conn = conn
+        self._chunks: deque[bytes] = deque()
+        self._size = 0
+        self._eof = False
+        self._waiter: asyncio.Future[None] | None = None
+        self.expect_continue = expect_continue
+        self.continue_sent = False
+        self.received = 0
+
+    @property
+    def at_eof(self) -> bool:
+        return self._eof and not self._chunks
+
+    def feed(self, data: bytes) -> None:
+        self._chunks.append(data)
+        self._size += len(data)
+        self.received += len(data)
+        if self._size >= BODY_BUFFER:
+            self._conn.pause_reading()
+        self._wake()
+
+    def feed_eof(self) -> None:
+        self._eof = True
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def read(self) -> bytes:
+        """Next chunk, or b"" at the end. Sends ``100 Continue`` on first use when asked."""
+        if self.expect_continue and not self.continue_sent:
+            self.continue_sent = True
+            self._conn.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        while not self._chunks:
+            if self._eof:
+                return b""
+            if self._conn.closed:
+                raise ConnectionResetError("client closed while sending the body")
+            self._waiter = asyncio.get_running_loop().create_future()
+            await self._waiter
+            self._waiter = None
+        data = self._chunks.popleft()
+        self._size -= len(data)
+        if self._size < BODY_BUFFER:
+            self._conn.resume_reading()
+        return data
+
+    async def iter_chunks(self):
+        while True:
+            chunk = await self.read()
+            if not chunk:
+                return
+            yield chunk
+
+
+class Request:
+    """One parsed request. ``headers`` (a CIMultiDict) is built lazily for the slow path;
+    ``hdict`` maps lower-case names to values (duplicates joined with ", ") for cheap lookups."""
+
+    __slots__ = (
+        "_headers",
+        "body",
+        "hdict",
+        "keep_alive",
+        "method",
+        "raw_headers",
+        "received_at",
+        "target",
+        "version",
+    )
+
+    def __init__(
+        self,
+        method: str,
+        target: str,
+        version: str,
+        raw_headers: list[tuple[str, str]],
+        hdict: dict[str, str],
+        keep_alive: bool,
+        body: RequestBody | None,
+        received_at: float,
+    ) -> None:
+        self.method = method
+        self.target = target
+        self.version = version
+        self.raw_headers = raw_headers
+        self.hdict = hdict
+        self.keep_alive = keep_alive
+        self.body = body
+        self.received_at = received_at
+        self._headers: CIMultiDict[str] | None = None
+
+    @property
+    def headers(self) -> CIMultiDict[str]:
+        if self._headers is None:
+            self._headers = CIMultiDict(self.raw_headers)
+        return self._headers
+
+
+class App(Protocol):
+    """What the server needs from the node."""
+
+    def try_fast(self, request: Request, conn: HttpConnection) -> bool: ...
+
+    async def handle(self, request: Request, response: ResponseWriter) -> None: ...
+
+
+class _ParseError:
+    __slots__ = ("detail", "status")
+
+    def __init__(self, status: int, detail: str) -> None:
+        self.status = status
+        self.detail = detail
+
+
+class HttpConnection(asyncio.Protocol):
+    """One client connection. See the module docstring for the contract."""
+
+    def __init__(self, app: App, limits: NodeConfig, server: HttpServer) -> None:
+        self.app = app
+        self.limits = limits
+        self.server = server
+        self.loop = asyncio.get_running_loop()
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.queue: deque[Request | _ParseError] = deque()
+        self.busy = False
+        self.closed = False
+        self.write_paused = False
+        self._drain_waiter: asyncio.Future[None] | None = None
+        self._reading_paused = False
+        self._parse_dead = False
+        self.deadline = 0.0
+        # state of the message being parsed
+        self._url = b""
+        self._raw: list[tuple[str, str]] = []
+        self._hdict: dict[str, str] = {}
+        self._header_bytes = 0
+        self._current: Request | None = None
+
+    # ---- transport events ------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.server.connections.add(self)
+        self.deadline = self.loop.time() + self.limits.header_timeout
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.server.connections.discard(self)
+        if self._current is not None and self._current.body is not None:
+            self._current.body._wake()
+        if self._drain_waiter is not None and not self._drain_waiter.done():
+            self._drain_waiter.set_exception(ConnectionResetError("client went away"))
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if self._drain_waiter is not None and not self._drain_waiter.done():
+            self._drain_waiter.set_result(None)
+
+    def pause_reading(self) -> None:
+        if not self._reading_paused and self.transport is not None and not self.closed:
+            self._reading_paused = True
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self._reading_paused and self.transport is not None and not self.closed:
+            self._reading_paused = False
+            self.transport.resume_reading()
+
+    def data_received(self, data: bytes) -> None:
+        if self._parse_dead:
+            return
+        try:
+            self.parser.feed_data(data)
+        except _Reject as exc:
+            self._parse_failed(exc.status, exc.detail)
+        except httptools.HttpParserUpgrade:
+            self._parse_failed(400, "protocol upgrade is not supported")
+        except httptools.HttpParserInvalidMethodError:
+            self._parse_failed(400, "invalid method")
+        except httptools.HttpParserError as exc:
+            cause = exc.__context__
+            if isinstance(cause, _Reject):
+                self._parse_failed(cause.status, cause.detail)
+            else:
+                self._parse_failed(400, f"malformed request: {exc}")
+        self._pump()
+
+    def _parse_failed(self, status: int, detail: str) -> None:
+        self._parse_dead = True
+        if self._current is not None and self._current.body is not None:
+            self._current.body.feed_eof()
+        self.queue.append(_ParseError(status, detail))
+        if self.transport is not None:
+            self.pause_reading()
+
+    # ---- parser callbacks ------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._url = b""
+        self._raw = []
+        self._hdict = {}
+        self._header_bytes = 0
+        self.deadline = self.loop.time() + self.limits.header_timeout
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        if len(self._url) > self.limits.max_url_bytes:
+            raise _Reject(414, "request target too long")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_bytes += len(name) + len(value) + 4
+        if self._header_bytes > self.limits.max_header_bytes:
+            raise _Reject(431, "request header section too large")
+        if len(self._raw) >= self.limits.max_header_count:
+            raise _Reject(431, "too many request header fields")
+        n = name.decode("latin-1")
+        v = value.decode("latin-1").strip(" \t")
+        self._raw.append((n, v))
+        ln = n.lower()
+        prev = self._hdict.get(ln)
+        self._hdict[ln] = v if prev is None else prev + ", " + v
+
+    def on_headers_complete(self) -> None:
+        parser = self.parser
+        method = parser.get_method().decode("ascii", "replace")
+        try:
+            target = self._url.decode("ascii")
+        except UnicodeDecodeError:
+            raise _Reject(400, "request target is not ASCII") from None
+        version = parser.get_http_version()
+        if version not in ("1.1", "1.0"):
+            raise _Reject(505, "HTTP version not supported")
+        hdict = self._hdict
+        if version == "1.1" and "host" not in hdict:
+            raise _Reject(400, "HTTP/1.1 request without Host")
+        body: RequestBody | None = None
+        te = hdict.get("transfer-encoding")
+        cl = hdict.get("content-length")
+        if te is not None or (cl is not None and cl != "0"):
+            if cl is not None:
+                if not cl.isdigit():
+                    raise _Reject(400, "invalid Content-Length")
+                if int(cl) > self.limits.max_body_bytes:
+                    raise _Reject(413, "request body too large")
+            expect = hdict.get("expect")
+            body = RequestBody(self, expect is not None and expect.lower() == "100-continue")
+        req = Request(
+            method,
+            target,
+            version,
+            self._raw,
+            hdict,
+            parser.should_keep_alive(),
+            body,
+            self.loop.time(),
+        )
+        self._current = req
+        self.queue.append(req)
+        self.deadline = 0.0  # no header deadline while the request is handled
+
+    def on_body(self, data: bytes) -> None:
+        req = self._current
+        if req is None or req.body is None:
+            return
+        if req.body.received + len(data) > self.limits.max_body_bytes:
+            raise _Reject(413, "request body too large")
+        req.body.feed(data)
+
+    def on_message_complete(self) -> None:
+        req = self._current
+        if req is not None and req.body is not None:
+            req.body.feed_eof()
+        self._current = None
+
+    # ---- dispatch --------------------------------------------------------------------------
+
+    def _pump(self) -> None:
+        queue = self.queue
+        while queue and not self.busy and not self.closed:
+            item = queue[0]
+            if isinstance(item, _ParseError):
+                queue.clear()
+                self.write_simple(item.status, item.detail, close=True)
+                return
+            # Fast path: a request with a body in flight is never answered synchronously.
+            if item.body is None and self.app.try_fast(item, self):
+                queue.popleft()
+                if not item.keep_alive:
+                    self.close()
+                    return
+                continue
+            self.busy = True
+            self.loop.create_task(self._run(item))
+            return
+        if not queue and not self.busy:
+            self.deadline = self.loop.time() + self.limits.idle_timeout
+
+    async def _run(self, req: Request) -> None:
+        writer = ResponseWriter(self, req)
+        try:
+            await self.app.handle(req, writer)
+            if not writer.started:
+                writer.start(500, [], content_length=0)
+            if not writer.finished:
+                await writer.end()
+        except (ConnectionError, asyncio.CancelledError):
+            self.abort()
+        except Exception:
+            log.exception("unhandled error for %s %s", req.method, req.target)
+            if not writer.started:
+                body = b"internal error\n"
+                writer.start(500, [("Content-Type", "text/plain")], content_length=len(body))
+                writer.write_nowait(body)
+                writer.finished = True
+                self.close()
+            else:
+                self.abort()
+        finally:
+            if self.queue and self.queue[0] is req:
+                self.queue.popleft()
+            self.busy = False
+            keep = req.keep_alive and writer.keep_alive
+            if req.body is not None and not req.body.at_eof:
+                keep = False  # unread body: the stream position is unknown
+            if not keep:
+                self.close()
+            elif not self.closed:
+                self._pump()
+
+    # ---- output ----------------------------------------------------------------------------
+
+    def write(self, data: bytes | memoryview) -> None:
+        if not self.closed and self.transport is not None:
+            self.transport.write(data)
+
+    async def drain(self) -> None:
+        """Wait until the transport accepts more (back-pressure); slow readers time out."""
+        if not self.write_paused:
+            return
+        if self.closed:
+            raise ConnectionResetError("client went away")
+        self._drain_waiter = self.loop.create_future()
+        try:
+            await asyncio.wait_for(self._drain_waiter, self.limits.idle_timeout)
+        except TimeoutError:
+            self.abort()
+            raise ConnectionResetError("client did not read within the idle timeout") from None
+        finally:
+            self._drain_waiter = None
+
+    def write_simple(
+        self,
+        status: int,
+        detail: str,
+        *,
+        close: bool = False,
+        headers: Iterable[tuple[str, str]] = (),
+    ) -> None:
+        """A small text answer written at once (errors, 405, ...)."""
+        body = (detail + "\n").encode()
+        head = [
+            f"HTTP/1.1 {status} {REASONS.get(status, 'Unknown')}\r\n",
+            f"Date: {format_http_date(time.time())}\r\n",
+            "Content-Type: text/plain; charset=utf-8\r\n",
+            f"Content-Length: {len(body)}\r\n",
+        ]
+        for name, value in headers:
+            head.append(f"{name}: {value}\r\n")
+        head.append("Connection: close\r\n\r\n" if close else "\r\n")
+        self.write("".join(head).encode("latin-1") + body)
+        if close:
+            self.close()
+
+    def close(self) -> None:
+        if not self.closed and self.transport is not None:
+            self.closed = True
+            self.transport.close()
+
+    def abort(self) -> None:
+        """Cut the connection without a clean end: a client must see a failed transfer."""
+        if self.transport is not None:
+            self.closed = True
+            self.transport.abort()
+
+
+class ResponseWriter:
+    """Writes one response: head, then body chunks (Content-Length or chunked framing)."""
+
+    __slots__ = (
+        "bytes_sent",
+        "chunked",
+        "conn",
+        "finished",
+        "head_only",
+        "keep_alive",
+        "request",
+        "started",
+        "status",
+    )
+
+    def __init__(self, conn: HttpConnection, request: Request) -> None:
+        self.conn = conn
+        self.request = request
+        self.started = False
+        self.finished = False
+        self.chunked = False
+        self.head_only = request.method == "HEAD"
+        self.keep_alive = request.keep_alive
+        self.bytes_sent = 0
+        self.status = 0
+
+    def start(
+        self,
+        status: int,
+        headers: Iterable[tuple[str, str]],
+        *,
+        content_length: int | None,
+        reason: str | None = None,
+    ) -> None:
+        """Send the status line and header section.
+
+        ``content_length`` None means the length is unknown: chunked for HTTP/1.1, close-
+        delimited for HTTP/1.0. ``headers`` must not contain framing or connection fields.
+        """
+        if self.started:
+            raise RuntimeError("response already started")
+        self.started = True
+        self.status = status
+        parts = [f"HTTP/1.1 {status} {reason or REASONS.get(status, 'Unknown')}\r\n"]
+        has_date = False
+        for name, value in headers:
+            if not has_date and name.lower() == "date":
+                has_date = True
+            parts.append(f"{name}: {value}\r\n")
+        if not has_date:
+            parts.append(f"Date: {format_http_date(time.time())}\r\n")
+        no_body = status in NO_BODY_STATUSES or status < 200
+        if not no_body:
+            if content_length is not None:
+                parts.append(f"Content-Length: {content_length}\r\n")
+            elif self.request.version == "1.1":
+                if not self.head_only:
+                    self.chunked = True
+                    parts.append("Transfer-Encoding: chunked\r\n")
+            else:
+                self.keep_alive = False
+        if not self.keep_alive:
+            parts.append("Connection: close\r\n")
+        elif self.request.version == "1.0":
+            parts.append("Connection: keep-alive\r\n")
+        parts.append("\r\n")
+        self.conn.write("".join(parts).encode("latin-1"))
+        if no_body:
+            self.head_only = True
+
+    def write_nowait(self, data: bytes | memoryview) -> None:
+        if self.head_only or not data:
+            return
+        self.bytes_sent += len(data)
+        if self.chunked:
+            self.conn.write(b"%x\r\n" % len(data))
+            self.conn.write(data)
+            self.conn.write(b"\r\n")
+        else:
+            self.conn.write(data)
+
+    async def write(self, data: bytes | memoryview) -> None:
+        if self.conn.closed:
+            raise ConnectionResetError("client went away")
+        self.write_nowait(data)
+        await self.conn.drain()
+
+    async def write_view(self, view: memoryview) -> None:
+        """Write a large buffer in bounded chunks, honouring back-pressure."""
+        for offset in range(0, len(view), STREAM_CHUNK):
+            await self.write(view[offset : offset + STREAM_CHUNK])
+
+    async def end(self) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        if self.chunked and not self.conn.closed:
+            self.conn.write(b"0\r\n\r\n")
+
+    def abort(self) -> None:
+        """The body cannot be completed: cut the connection (never a short, clean answer)."""
+        self.finished = True
+        self.keep_alive = False
+        self.conn.abort()
+
+
+class HttpServer:
+    """Owns the listening socket(s) and the connection sweep."""
+
+    def __init__(self, app: App, limits: NodeConfig) -> None:
+        self.app = app
+        self.limits = limits
+        self.connections: set[HttpConnection] = set()
+        self._server: asyncio.base_events.Server | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+
+    async def start(
+        self, host: str, port: int, *, reuse_port: bool = False, sock: object = None
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        if sock is not None:
+            self._server = await loop.create_server(
+                lambda: HttpConnection(self.app, self.limits, self), sock=sock, backlog=1024
+            )
+        else:
+            self._server = await loop.create_server(
+                lambda: HttpConnection(self.app, self.limits, self),
+                host,
+                port,
+                reuse_port=reuse_port,
+                backlog=1024,
+            )
+        self._sweeper = loop.create_task(self._sweep())
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        return self._server.sockets[0].getsockname()[1]
+
+    async def _sweep(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(1.0)
+            now = loop.time()
+            for conn in list(self.connections):
+                if conn.deadline and now > conn.deadline:
+                    if conn.busy or conn.queue:
+                        continue
+                    if conn._url or conn._raw:
+                        conn.write_simple(408, "request header timeout", close=True)
+                    else:
+                        conn.close()
+
+    async def stop(self, drain_timeout: float = 10.0) -> None:
+        """Stop accepting; let in-flight requests finish up to ``drain_timeout``; close."""
+        if self._server is not None:
+            self._server.close()
+        deadline = asyncio.get_running_loop().time() + drain_timeout
+        while any(c.busy for c in self.connections):
+            if asyncio.get_running_loop().time() > deadline:
+                break
+            await asyncio.sleep(0.05)
+        for conn in list(self.connections):
+            conn.close()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
