@@ -225,6 +225,7 @@ class Node:
             policy, key = self._policy_and_key(req.target, req.hdict)
         except BadRequestTarget as exc:
             self._count(Phase.BAD_REQUEST)
+            resp.keep_alive = False  # as nginx does: no more requests on a confused stream
             await self._simple(resp, 400, f"bad request target: {exc}")
             return
         if req.method in ("GET", "HEAD") and req.method in policy.methods:

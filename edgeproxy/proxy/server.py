@@ -239,6 +239,7 @@ class HttpConnection(asyncio.Protocol):
         self._hdict: dict[str, str] = {}
         self._header_bytes = 0
         self._current: Request | None = None
+        self.in_header_section = False
 
     # ---- transport events ------------------------------------------------------------------
 
@@ -308,6 +309,7 @@ class HttpConnection(asyncio.Protocol):
         self._raw = []
         self._hdict = {}
         self._header_bytes = 0
+        self.in_header_section = True
         self.deadline = self.loop.time() + self.limits.header_timeout
 
     def on_url(self, url: bytes) -> None:
@@ -329,6 +331,7 @@ class HttpConnection(asyncio.Protocol):
         self._hdict[ln] = v if prev is None else prev + ", " + v
 
     def on_headers_complete(self) -> None:
+        self.in_header_section = False
         parser = self.parser
         method = parser.get_method().decode("ascii", "replace")
         try:
@@ -400,7 +403,7 @@ class HttpConnection(asyncio.Protocol):
             self.busy = True
             self.loop.create_task(self._run(item))
             return
-        if not queue and not self.busy:
+        if not queue and not self.busy and not self.in_header_section:
             self.deadline = self.loop.time() + self.limits.idle_timeout
 
     async def _run(self, req: Request) -> None:
@@ -639,7 +642,7 @@ class HttpServer:
                 if conn.deadline and now > conn.deadline:
                     if conn.busy or conn.queue:
                         continue
-                    if conn._url or conn._raw:
+                    if conn.in_header_section:
                         conn.write_simple(408, "request header timeout", close=True)
                     else:
                         conn.close()
