@@ -284,7 +284,9 @@ class DiskStore:
         entry = self.peek(key_hex)
         if entry is None and self.loading:
             found = await self.run_io(self._read_meta_sync, self.meta_path(key_hex))
-            if isinstance(found, Entry) and key_hex not in self.index:
+            # the background load may have indexed it while we read: the index wins
+            entry = self.index.get(key_hex)
+            if entry is None and isinstance(found, Entry):
                 self._index_add(found)
                 entry = found
         return entry

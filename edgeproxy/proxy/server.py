@@ -244,8 +244,7 @@ class HttpConnection(asyncio.Protocol):
     # ---- transport events ------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
         self.server.connections.add(self)
         self.deadline = self.loop.time() + self.limits.header_timeout
 

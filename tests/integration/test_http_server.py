@@ -14,7 +14,7 @@ from aiohttp import web
 pytestmark = pytest.mark.integration
 
 
-async def _node(make_node, origin, **kwargs):  # noqa: ANN001, ANN202
+async def _node(make_node, origin, **kwargs):
     async def small(request: web.Request) -> web.Response:
         return web.Response(body=b"hello world", headers={"Cache-Control": "max-age=60"})
 
@@ -176,3 +176,8 @@ async def test_idle_connection_is_closed_by_the_header_timeout(make_node, origin
         assert _statuses(out) == [408]
     finally:
         writer.close()
+
+
+async def test_suite_runs_on_uvloop() -> None:
+    """The production loop: uvloop's transports differ from asyncio's (not subclasses)."""
+    assert type(asyncio.get_running_loop()).__module__.startswith("uvloop")

@@ -1,0 +1,177 @@
+"""DiskStore: atomic publish, recovery at start, checksum verification, byte budget."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from edgeproxy.cache.entry import Entry
+from edgeproxy.cache.store import DiskStore
+
+
+def _entry(key: str, path: str = "/a") -> Entry:
+    now = time.time()
+    return Entry(
+        key_hex=key,
+        path=path,
+        status=200,
+        reason="OK",
+        headers=[("Content-Type", "text/plain"), ("Cache-Control", "max-age=60")],
+        request_time=now,
+        response_time=now,
+        initial_age=0.0,
+        lifetime=60.0,
+        size=0,
+        checksum="",
+        body_file="",
+    )
+
+
+def _store(root: Path, **kw: int) -> DiskStore:
+    return DiskStore(
+        root,
+        max_size=kw.get("max_size", 10_000_000),
+        ram_size=kw.get("ram_size", 1_000_000),
+        ram_object_max=kw.get("ram_object_max", 1000),
+    )
+
+
+async def _put(store: DiskStore, key: str, body: bytes) -> Entry:
+    writer = store.new_writer(key)
+    for i in range(0, len(body), 700):
+        await writer.write(body[i : i + 700])
+    entry = _entry(key)
+    assert await store.publish(writer, entry)
+    return entry
+
+
+KEY_A = "aa" * 16
+KEY_B = "bb" * 16
+KEY_C = "cc" * 16
+
+
+async def test_publish_then_lookup_and_restart(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    await store.start()
+    await _put(store, KEY_A, b"small")
+    await _put(store, KEY_B, os.urandom(5000))
+    entry = await store.lookup(KEY_A)
+    assert entry is not None and store.ram_body(entry) == b"small"
+    await store.close()
+
+    again = _store(tmp_path)
+    await again.start()
+    await again.wait_loaded()
+    assert set(again.index) == {KEY_A, KEY_B}
+    big = await again.lookup(KEY_B)
+    assert big is not None and not big.verified
+    assert await again.ensure_readable(big)
+    assert big.verified and big.mapped is not None and len(big.mapped) == 5000
+    await again.close()
+
+
+async def test_lookup_while_loading_returns_the_entry(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    await store.start()
+    await _put(store, KEY_A, b"x" * 100)
+    await store.close()
+    again = _store(tmp_path)
+    await again.start()
+    # no wait_loaded(): the lookup races the background index rebuild and must still find it
+    entry = await again.lookup(KEY_A)
+    assert entry is not None
+    await again.wait_loaded()
+    assert again.index[KEY_A] is entry or again.index[KEY_A].key_hex == KEY_A
+    await again.close()
+
+
+async def test_corrupt_body_is_dropped_on_first_use(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    await store.start()
+    entry = await _put(store, KEY_A, b"0123456789" * 50)
+    body_path = store.body_path(entry)
+    await store.close()
+    raw = bytearray(body_path.read_bytes())
+    raw[3] ^= 1
+    body_path.write_bytes(bytes(raw))
+    again = _store(tmp_path)
+    await again.start()
+    await again.wait_loaded()
+    loaded = await again.lookup(KEY_A)
+    assert loaded is not None
+    assert not await again.ensure_readable(loaded)
+    assert await again.lookup(KEY_A) is None
+    assert again.corrupt_dropped == 1
+    await again.close()
+
+
+async def test_start_removes_temp_files_orphans_and_broken_metadata(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    await store.start()
+    entry = await _put(store, KEY_A, b"abc")
+    await store.close()
+    directory = store.body_path(entry).parent
+    orphan = directory / f"{KEY_A}.deadbeef.body"  # a body whose metadata never got written
+    orphan.write_bytes(b"torn")
+    old = time.time() - 3600
+    os.utime(orphan, (old, old))
+    (tmp_path / "tmp" / "x.part").write_bytes(b"partial")
+    broken_dir = tmp_path / "objects" / "cc" / "cc"
+    broken_dir.mkdir(parents=True)
+    (broken_dir / f"{KEY_C}.meta").write_bytes(b"{not json")
+
+    again = _store(tmp_path)
+    await again.start()
+    await again.wait_loaded()
+    assert not orphan.exists()
+    assert not (tmp_path / "tmp" / "x.part").exists()
+    assert not (broken_dir / f"{KEY_C}.meta").exists()
+    assert set(again.index) == {KEY_A}
+    await again.close()
+
+
+async def test_budget_evicts_least_recently_used(tmp_path: Path) -> None:
+    store = _store(tmp_path, max_size=2500, ram_object_max=10)
+    await store.start()
+    await _put(store, KEY_A, b"a" * 1000)
+    await _put(store, KEY_B, b"b" * 1000)
+    assert store.peek(KEY_A) is not None  # A is now more recent than B
+    await _put(store, KEY_C, b"c" * 1000)
+    assert store.used_bytes <= 2500
+    assert set(store.index) == {KEY_A, KEY_C}
+    assert store.evictions == 1
+    await store.close()
+
+
+async def test_replacing_an_entry_keeps_one_version(tmp_path: Path) -> None:
+    store = _store(tmp_path, ram_object_max=10)
+    await store.start()
+    first = await _put(store, KEY_A, b"1" * 100)
+    first_body = store.body_path(first)
+    second = await _put(store, KEY_A, b"2" * 200)
+    await store.close()  # waits for the background unlink
+    assert not first_body.exists()
+    assert store.body_path(second).read_bytes() == b"2" * 200
+    assert store.used_bytes == 200
+
+
+async def test_aborted_writer_publishes_nothing(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    await store.start()
+    writer = store.new_writer(KEY_A)
+    await writer.write(b"x" * 300_000)  # flushed to the temp file
+    await writer.abort()
+    assert await store.lookup(KEY_A) is None
+    assert list((tmp_path / "tmp").iterdir()) == []
+    await store.close()
+
+
+async def test_oversized_objects_are_not_admitted(tmp_path: Path) -> None:
+    store = _store(tmp_path, max_size=1000)
+    await store.start()
+    writer = store.new_writer(KEY_A)
+    await writer.write(b"x" * 900)
+    assert not await store.publish(writer, _entry(KEY_A))
+    assert store.used_bytes == 0 and await store.lookup(KEY_A) is None
+    await store.close()
