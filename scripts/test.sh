@@ -4,6 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
-ruff check edgeproxy tests benchmarks
-ruff format --check edgeproxy tests benchmarks
+lint_dirs=(edgeproxy tests)
+[ -d benchmarks ] && lint_dirs+=(benchmarks)
+ruff check "${lint_dirs[@]}"
+ruff format --check "${lint_dirs[@]}"
 python -m pytest -q -p no:cacheprovider "$@"
