@@ -57,6 +57,8 @@ Schema (``#`` marks the defaults; keys not listed here are errors, with a did-yo
     query_keys = ["quality", "format", "bitrate"]  # case-sensitive names; the rest is dropped
     header_keys = []                # lower-cased; never hop-by-hop, cookie, authorization,
                                     # range (slices) nor accept-encoding (the variant)
+    forward_headers = []            # forwarded but not keyed; responses that Vary on them
+                                    # are stored per value (default: only keyed is forwarded)
     methods = ["GET", "HEAD"]       # upper-case tokens, served from the cache
     other_methods = "pass"          # "pass" (forward) | "refuse" (405)
     error_ttl = "10s"               # negative caching of 404/410 without origin freshness
@@ -171,6 +173,9 @@ class PolicyConfig:
     compress: bool = False
     query_keys: tuple[str, ...] = ()  # names as written (matched case-sensitively)
     header_keys: tuple[str, ...] = ()  # lower-case names
+    # forwarded upstream but not keyed (CloudFront's origin request policy): a response that
+    # varies on one of them is stored per value (RFC 9111 sec. 4.1), never shared across values
+    forward_headers: tuple[str, ...] = ()
     methods: tuple[str, ...] = ("GET", "HEAD")  # cacheable methods served from the cache
     # unsafe/other methods: "pass" (forward upstream) or "refuse" (405)
     other_methods: Literal["pass", "refuse"] = "pass"
@@ -615,6 +620,7 @@ _POLICY_KEYS = (
     "compress",
     "query_keys",
     "header_keys",
+    "forward_headers",
     "methods",
     "other_methods",
     "error_ttl",
@@ -910,22 +916,22 @@ def _query_keys(t: _Table) -> tuple[str, ...]:
     return keys
 
 
-def _header_keys(t: _Table) -> tuple[str, ...]:
-    keys = t.strings("header_keys", (), '["accept"]')
+def _header_keys(t: _Table, option: str = "header_keys") -> tuple[str, ...]:
+    keys = t.strings(option, (), '["accept"]')
     lowered: list[str] = []
     for name in keys:
         if not _TOKEN_RE.fullmatch(name):
-            t.fail("header_keys", f"{_show(name)} is not a header field name")
+            t.fail(option, f"{_show(name)} is not a header field name")
         low = name.lower()
         if low in _HOP_BY_HOP:
             t.fail(
-                "header_keys",
+                option,
                 f"{_show(name)} is a hop-by-hop field, never forwarded nor keyed; remove it",
             )
         if low in _NEVER_KEYED:
-            t.fail("header_keys", f"{_show(name)}: {_NEVER_KEYED[low]}")
+            t.fail(option, f"{_show(name)}: {_NEVER_KEYED[low]}")
         if low in lowered:
-            t.fail("header_keys", f"{_show(name)} is listed twice; list each once")
+            t.fail(option, f"{_show(name)} is listed twice; list each once")
         lowered.append(low)
     return tuple(lowered)
 
@@ -1047,6 +1053,7 @@ def _parse_policy(t: _Table) -> PolicyConfig:
         compress=t.boolean("compress", False),
         query_keys=_query_keys(t),
         header_keys=_header_keys(t),
+        forward_headers=_header_keys(t, "forward_headers"),
         methods=_methods(t),
         other_methods=other,
         error_ttl=t.duration("error_ttl", _field_default(PolicyConfig, "error_ttl")),

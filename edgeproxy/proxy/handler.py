@@ -266,7 +266,7 @@ class Node:
         pragma_no_cache = request_no_cache(req_cc, headers)
         entry = await self.store.lookup(key.hex)
         fwd = "uri-miss"
-        if entry is not None and not self._vary_matches(entry, headers):
+        if entry is not None and not self._vary_matches(entry, _forwarded_view(policy, headers)):
             entry, fwd = None, "vary-miss"
         if entry is not None and not await self.store.ensure_readable(entry):
             entry = None
@@ -304,7 +304,12 @@ class Node:
                     ),
                 )
                 return
-            fwd = "stale" if not (req_cc.no_cache or pragma_no_cache) else "request"
+            # RFC 9211 sec. 2.2: "request" when the request's own directives forced the
+            # forward (no-cache, Pragma, max-age/min-fresh on an entry that is still fresh)
+            forced = req_cc.no_cache or pragma_no_cache
+            if not forced and now < entry.fresh_until and not entry.cc.no_cache:
+                forced = True
+            fwd = "request" if forced else "stale"
         if req_cc.only_if_cached:
             await self._simple(
                 resp,
@@ -316,7 +321,11 @@ class Node:
         await self._fetch(req, resp, policy, key, entry, fwd, req_cc)
 
     def _vary_matches(self, entry: Entry, headers: CIMultiDict[str]) -> bool:
-        """RFC 9111 sec. 4.1: selecting header fields of the request match the stored ones."""
+        """RFC 9111 sec. 4.1: selecting header fields of the request match the stored ones.
+
+        ``headers`` is the request as forwarded (see :func:`_forwarded_view`): the "original
+        request" that caused a response to be stored is the one the origin saw.
+        """
         if entry.vary is None:
             return True
         for name, stored in entry.vary.items():
@@ -391,8 +400,26 @@ class Node:
 
     # ---- fetching --------------------------------------------------------------------------
 
-    def _upstream_headers(self, key: CacheKey, entry: Entry | None) -> list[tuple[str, str]]:
+    def _upstream_headers(
+        self,
+        key: CacheKey,
+        entry: Entry | None,
+        policy: PolicyConfig,
+        req_headers: CIMultiDict[str] | None,
+    ) -> list[tuple[str, str]]:
+        """Keyed fields, the policy's forward-only fields, Via, and validators of ``entry``.
+
+        Without a client request (background refresh), forward-only fields take the values
+        the stored variant was selected with (RFC 9111 sec. 4.1).
+        """
         fields = list(key.forwarded_headers)
+        for name in policy.forward_headers:
+            if req_headers is not None:
+                values = req_headers.getall(name, [])
+                if values:
+                    fields.append((name, ", ".join(values)))
+            elif entry is not None and entry.vary and entry.vary.get(name) is not None:
+                fields.append((name, entry.vary[name]))  # type: ignore[arg-type]
         fields.append(("Via", self.via_value))
         if entry is not None:
             if entry.etag:
@@ -423,7 +450,7 @@ class Node:
                 entry = self.store.peek(key.hex)
                 if (
                     entry is not None
-                    and self._vary_matches(entry, req.headers)
+                    and self._vary_matches(entry, _forwarded_view(policy, req.headers))
                     and await self.store.ensure_readable(entry)
                 ):
                     self._count(Phase.COLLAPSED)
@@ -465,7 +492,9 @@ class Node:
         request_time = time.time()
         try:
             upstream = await self.upstream.open(
-                "GET", key.upstream_target, self._upstream_headers(key, validators)
+                "GET",
+                key.upstream_target,
+                self._upstream_headers(key, validators, policy, req.headers),
             )
         except NoSuchTarget:
             await self._simple(
@@ -583,7 +612,11 @@ class Node:
             policy_default_ttl=policy.default_ttl,
         )
         no_store_detail: str | None = reason.as_str() if reason is not None else None
-        if no_store_detail is None and "set-cookie" in upstream_headers:
+        if (
+            no_store_detail is None
+            and "set-cookie" in upstream_headers
+            and "set-cookie" not in fields_to_strip(resp_cc)
+        ):
             no_store_detail = "set-cookie"
         if no_store_detail is None and req_cc.no_store:
             no_store_detail = "request-no-store"
@@ -610,7 +643,7 @@ class Node:
         content_length = upstream.content_length
         if content_length is not None and not self.store.admits(content_length):
             no_store_detail = "too-large"
-        vary = self._vary_of(upstream_headers, req.headers)
+        vary = self._vary_of(upstream_headers, _forwarded_view(policy, req.headers))
         if vary is not None and "*" in vary:
             no_store_detail = no_store_detail or "vary-star"
         store = no_store_detail is None
@@ -639,15 +672,9 @@ class Node:
             ttl=int(lifetime) if store else None,
             detail=None if store else no_store_detail,
         )
-        out = (
-            list(stored_headers.items())
-            if store
-            else list(
-                self._headers_to_store(
-                    upstream_headers, resp_cc, response_time, keep_cookies=True
-                ).items()
-            )
-        )
+        # The requester gets every end-to-end field, including those a qualified private= or
+        # no-cache= keeps out of the stored copy, and its own Set-Cookie (RFC 9111 sec. 5.2.2).
+        out = list(self._client_fields(upstream_headers, response_time).items())
         out.append(("Via", self.via_value))
         out.extend(policy.response_headers)
         if entry is not None:
@@ -744,7 +771,7 @@ class Node:
             ok = False
             try:
                 upstream = await self.upstream.open(
-                    "GET", key.upstream_target, self._upstream_headers(key, entry)
+                    "GET", key.upstream_target, self._upstream_headers(key, entry, policy, None)
                 )
                 try:
                     ok = await self._absorb(upstream, entry, policy, key)
@@ -831,21 +858,28 @@ class Node:
             return False
         return await self.store.publish(writer, new)
 
+    @staticmethod
+    def _client_fields(
+        upstream_headers: CIMultiDict[str], response_time: float
+    ) -> CIMultiDict[str]:
+        fields = strip_hop_by_hop(upstream_headers)
+        for name in ("age", "cache-status", "content-length"):
+            fields.popall(name, None)
+        if "date" not in fields:
+            fields["Date"] = format_http_date(response_time)
+        return fields
+
     def _headers_to_store(
         self,
         upstream_headers: CIMultiDict[str],
         resp_cc: CacheControl,
         response_time: float,
-        *,
-        keep_cookies: bool = False,
     ) -> CIMultiDict[str]:
         """Hop-by-hop fields out (RFC 9111 sec. 3.1), qualified private/no-cache fields out,
         fields the cache regenerates out; a Date added if the origin sent none (RFC 9110
         sec. 6.6.1)."""
         stored = strip_hop_by_hop(upstream_headers)
         for name in NOT_STORED:
-            if keep_cookies and name == "set-cookie":
-                continue
             stored.popall(name, None)
         for name in fields_to_strip(resp_cc):
             stored.popall(name, None)
@@ -945,6 +979,24 @@ class Node:
         for hex_key, entry in list(self.store.index.items()):
             if entry.path == norm and hex_key != key.hex:
                 await self.store.drop(hex_key)
+
+
+def _forwarded_view(policy: PolicyConfig, headers: CIMultiDict[str]) -> CIMultiDict[str]:
+    """The request's fields as forwarded upstream: keyed and forward-only fields.
+
+    Vary is evaluated against this view (RFC 9111 sec. 4.1 compares with the request that
+    caused the response to be stored, i.e. what the origin saw). A field the node never
+    forwards cannot have selected the origin's answer, so it never splits the stored variants;
+    a forwarded one does, so a variant is never served to a request with another value.
+    """
+    view: CIMultiDict[str] = CIMultiDict()
+    for name in policy.header_keys:
+        for value in headers.getall(name, []):
+            view.add(name, value)
+    for name in policy.forward_headers:
+        for value in headers.getall(name, []):
+            view.add(name, value)
+    return view
 
 
 def _normalize_vary_value(values: list[str]) -> str:

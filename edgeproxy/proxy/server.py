@@ -400,7 +400,9 @@ class HttpConnection(asyncio.Protocol):
                     return
                 continue
             self.busy = True
-            self.loop.create_task(self._run(item))
+            task = self.loop.create_task(self._run(item))
+            self.server.tasks.add(task)
+            task.add_done_callback(self.server.tasks.discard)
             return
         if not queue and not self.busy and not self.in_header_section:
             self.deadline = self.loop.time() + self.limits.idle_timeout
@@ -606,6 +608,7 @@ class HttpServer:
         self.app = app
         self.limits = limits
         self.connections: set[HttpConnection] = set()
+        self.tasks: set[asyncio.Task[None]] = set()  # handlers, even of gone clients
         self._server: asyncio.base_events.Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
 
@@ -647,14 +650,15 @@ class HttpServer:
                         conn.close()
 
     async def stop(self, drain_timeout: float = 10.0) -> None:
-        """Stop accepting; let in-flight requests finish up to ``drain_timeout``; close."""
+        """Stop accepting; let in-flight handlers finish (up to ``drain_timeout``), including
+        those whose client already left (a fill still publishing); then close."""
         if self._server is not None:
             self._server.close()
-        deadline = asyncio.get_running_loop().time() + drain_timeout
-        while any(c.busy for c in self.connections):
-            if asyncio.get_running_loop().time() > deadline:
-                break
-            await asyncio.sleep(0.05)
+        for conn in list(self.connections):
+            if not conn.busy and not conn.queue:
+                conn.close()
+        if self.tasks:
+            await asyncio.wait(set(self.tasks), timeout=drain_timeout)
         for conn in list(self.connections):
             conn.close()
         if self._sweeper is not None:
