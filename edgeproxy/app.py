@@ -16,6 +16,7 @@ from aiohttp import web
 from edgeproxy.admin import build_admin_app
 from edgeproxy.cache.store import DiskStore
 from edgeproxy.config import Config
+from edgeproxy.proxy.coalesce import Coalescer
 from edgeproxy.proxy.handler import Node
 from edgeproxy.proxy.server import HttpServer
 from edgeproxy.proxy.upstream import Upstream
@@ -35,7 +36,8 @@ class RunningNode:
             ram_object_max=config.store.ram_object_max,
         )
         self.upstream = Upstream(config.upstream, environ)
-        self.node = Node(config, self.store, self.upstream)
+        self.coalescer = Coalescer(config.store.path, executor=self.store.executor)
+        self.node = Node(config, self.store, self.upstream, self.coalescer)
         self.server = HttpServer(self.node, config.node)
         self._admin_runner: web.AppRunner | None = None
         self.port = 0
@@ -44,6 +46,7 @@ class RunningNode:
     async def start(self) -> None:
         cfg = self.config.node
         await self.store.start()
+        await self.store.run_io(self.coalescer.prepare, True)
         await self.upstream.start()
         await self.server.start(cfg.listen_host, cfg.listen_port)
         self.port = self.server.port
@@ -56,6 +59,7 @@ class RunningNode:
 
     async def stop(self, drain_timeout: float = 10.0) -> None:
         await self.server.stop(drain_timeout)
+        await self.node.drain(drain_timeout)
         if self._admin_runner is not None:
             await self._admin_runner.cleanup()
         await self.upstream.close()

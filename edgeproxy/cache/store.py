@@ -55,8 +55,10 @@ class BodyWriter:
     without reading the file back.
     """
 
-    def __init__(self, store: DiskStore, key_hex: str) -> None:
+    def __init__(self, store: DiskStore, key_hex: str, *, streaming: bool = False) -> None:
         self._store = store
+        # streaming: every chunk reaches the file at once, so followers can read it
+        self.streaming = streaming
         self.key_hex = key_hex
         self.tmp_path = store.tmp_dir / f"{key_hex}.{os.getpid()}.{os.urandom(4).hex()}.part"
         self._fd: int | None = None
@@ -80,8 +82,13 @@ class BodyWriter:
                 self._kept = None
         self._pending.append(chunk)
         self._pending_len += len(chunk)
-        if self._pending_len >= FLUSH_BYTES:
+        if self.streaming or self._pending_len >= FLUSH_BYTES:
             await self._flush()
+
+    async def open(self) -> None:
+        """Create the part file now (followers open it as soon as the fill is announced)."""
+        if self._fd is None:
+            await self._store.run_io(self._write_sync, b"")
 
     async def _flush(self) -> None:
         if not self._pending:
@@ -149,6 +156,7 @@ class DiskStore:
         self.policy = LruPolicy()
         self.ram: LRUCache[str, bytes] = LRUCache(maxsize=max(ram_size, 1), getsizeof=len)
         self._executor = executor or ThreadPoolExecutor(max_workers=4, thread_name_prefix="store")
+        self.executor = self._executor
         self._clock = clock
         self.loading = False
         self._load_task: asyncio.Task[None] | None = None
@@ -357,8 +365,8 @@ class DiskStore:
         """Whether an object of this size may be stored at all (unknown size: yes)."""
         return size is None or self.policy.admit(size, self.max_size)
 
-    def new_writer(self, key_hex: str) -> BodyWriter:
-        return BodyWriter(self, key_hex)
+    def new_writer(self, key_hex: str, *, streaming: bool = False) -> BodyWriter:
+        return BodyWriter(self, key_hex, streaming=streaming)
 
     async def publish(self, writer: BodyWriter, entry: Entry) -> bool:
         """Atomically publish a finished body with its metadata; evict to keep the budget.

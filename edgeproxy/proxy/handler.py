@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import os
 import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
@@ -49,11 +50,20 @@ from edgeproxy.http.freshness import (
 )
 from edgeproxy.http.headers import strip_hop_by_hop, update_stored_headers
 from edgeproxy.http.ranges import UNSATISFIABLE, parse_range
+from edgeproxy.proxy.coalesce import (
+    Bypass,
+    Coalescer,
+    Fill,
+    FillHead,
+    Lead,
+    LocalFill,
+    Outcome,
+)
 from edgeproxy.proxy.s3 import map_s3_status, s3_error_code
 from edgeproxy.proxy.upstream import NoSuchTarget, Upstream, UpstreamError
 
 if TYPE_CHECKING:
-    from edgeproxy.cache.store import DiskStore
+    from edgeproxy.cache.store import BodyWriter, DiskStore
     from edgeproxy.proxy.server import HttpConnection, Request, ResponseWriter
 
 log = logging.getLogger("edgeproxy.handler")
@@ -79,6 +89,12 @@ NOT_STORED = frozenset({"age", "cache-status", "content-length", "set-cookie"})
 NOT_IN_304 = frozenset({"content-length", "content-range", "transfer-encoding"})
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 WAIT_TIMEOUT = 30.0
+FILL_READ_CHUNK = 256 * 1024
+LEADER_PUBLISH_WAIT = 2.0
+# uncacheable answers that make later requests for the key skip the queue for a while
+HIT_FOR_MISS_REASONS = frozenset(
+    {"private", "no-store", "set-cookie", "vary-star", "no-freshness", "too-large", "status"}
+)
 MAX_FAST_MEMO = 20_000
 
 
@@ -102,19 +118,30 @@ class Phase(enum.Enum):
 class Node:
     """One edgeproxy node: the cache pipeline behind the HTTP server."""
 
-    def __init__(self, config: Config, store: DiskStore, upstream: Upstream) -> None:
+    def __init__(
+        self, config: Config, store: DiskStore, upstream: Upstream, coalescer: Coalescer
+    ) -> None:
         self.config = config
         self.store = store
         self.upstream = upstream
         self.name = config.node.name
         self.sf_name = sf_token_or_string(self.name)
         self.via_value = f"1.1 {self.name}"
-        self.inflight: dict[str, asyncio.Future[bool]] = {}
+        self.coalescer = coalescer
         self._memo: dict[str, tuple[PolicyConfig, CacheKey]] = {}
         self.counters: dict[str, int] = {}
         self._background: set[asyncio.Task[None]] = set()
 
     # ---- helpers ---------------------------------------------------------------------------
+
+    async def drain(self, timeout: float) -> None:
+        """Wait for background fills and refreshes (bounded); cancel what is left."""
+        if self._background:
+            _, pending = await asyncio.wait(set(self._background), timeout=timeout)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=1.0)
 
     def _count(self, phase: Phase) -> None:
         self.counters[phase.value] = self.counters.get(phase.value, 0) + 1
@@ -438,44 +465,183 @@ class Node:
         fwd: str,
         req_cc: CacheControl,
     ) -> None:
-        """Single flight: the first request for a key fetches; the others wait and re-read."""
+        """Single flight (see coalesce.py): lead the fill, follow another's, or go alone."""
         bypass_queue = req_cc.no_store or fwd == "request"
-        pending = self.inflight.get(key.hex)
-        if pending is not None and not bypass_queue:
-            try:
-                shared = await asyncio.wait_for(asyncio.shield(pending), WAIT_TIMEOUT)
-            except (TimeoutError, Exception):
-                shared = False
-            if shared:
-                entry = self.store.peek(key.hex)
-                if (
-                    entry is not None
-                    and self._vary_matches(entry, _forwarded_view(policy, req.headers))
-                    and await self.store.ensure_readable(entry)
-                ):
-                    self._count(Phase.COLLAPSED)
-                    await self._serve_entry(
-                        req,
-                        resp,
-                        entry,
-                        policy,
-                        cache_status_member(
-                            self.sf_name, fwd=fwd, collapsed=True, ttl=entry.ttl(time.time())
-                        ),
-                    )
-                    return
-        future: asyncio.Future[bool] | None = None
-        if pending is None:
-            future = asyncio.get_running_loop().create_future()
-            self.inflight[key.hex] = future
-        shared = False
+        lead: LocalFill | None = None
+        if not bypass_queue:
+            for attempt in range(2):
+                got = await self.coalescer.acquire(key.hex, now=time.time())
+                if isinstance(got, Lead):
+                    lead = got.fill
+                    break
+                if isinstance(got, Bypass):
+                    break
+                outcome = await self._follow(req, resp, policy, key, got.fill, fwd)
+                if outcome is None:
+                    return  # answered from the fill
+                if outcome not in (Outcome.UPSTREAM_ERROR, Outcome.DANGLING) or attempt:
+                    break  # uncacheable or timed out: go alone; an error: retry once
         try:
-            shared = await self._fetch_and_serve(req, resp, policy, key, stale, fwd, req_cc)
+            await self._fetch_and_serve(req, resp, policy, key, stale, fwd, req_cc, lead)
         finally:
-            if future is not None:
-                if self.inflight.get(key.hex) is future:
-                    del self.inflight[key.hex]
-                future.set_result(shared)
+            if lead is not None and lead.outcome is None and not lead.handed_off:
+                await lead.finish(Outcome.UPSTREAM_ERROR)  # never leave a lock behind
+
+    async def _follow(
+        self,
+        req: Request,
+        resp: ResponseWriter,
+        policy: PolicyConfig,
+        key: CacheKey,
+        fill: Fill,
+        fwd: str,
+    ) -> Outcome | None:
+        """Answer from another request's fill. None when answered; else why not."""
+        fill.followers += 1
+        try:
+            has_head = await fill.wait_head(WAIT_TIMEOUT)
+            if not has_head:
+                if fill.outcome in (Outcome.DONE, Outcome.REVALIDATED):
+                    entry = await self.store.lookup(key.hex)
+                    if (
+                        entry is not None
+                        and self._vary_matches(entry, _forwarded_view(policy, req.headers))
+                        and await self.store.ensure_readable(entry)
+                    ):
+                        self._count(Phase.COLLAPSED)
+                        member = cache_status_member(
+                            self.sf_name, fwd=fwd, collapsed=True, ttl=entry.ttl(time.time())
+                        )
+                        await self._serve_entry(req, resp, entry, policy, member)
+                        return None
+                return fill.outcome or Outcome.WAIT_TIMEOUT
+            head = fill.head
+            assert head is not None
+            if head.vary is not None and head.vary != self._vary_of_names(
+                head.vary, _forwarded_view(policy, req.headers)
+            ):
+                return Outcome.UNCACHEABLE  # another variant is being filled
+            self._count(Phase.COLLAPSED)
+            member = cache_status_member(self.sf_name, fwd=fwd, collapsed=True, ttl=head.ttl)
+            await self._stream_fill(req, resp, key, fill, head, member)
+            return None
+        finally:
+            fill.followers -= 1
+            if fill.followers == 0:
+                self.coalescer.forget_remote(fill)
+
+    def _vary_of_names(
+        self, stored: dict[str, str | None], view: CIMultiDict[str]
+    ) -> dict[str, str | None]:
+        result: dict[str, str | None] = {}
+        for name in stored:
+            got = view.getall(name, [])
+            result[name] = _normalize_vary_value(got) if got else None
+        return result
+
+    async def _stream_fill(
+        self,
+        req: Request,
+        resp: ResponseWriter,
+        key: CacheKey,
+        fill: Fill,
+        head: FillHead,
+        member: str,
+        *,
+        leader: bool = False,
+        fields: list[tuple[str, str]] | None = None,
+    ) -> None:
+        """See :meth:`_stream_fill_body`. ``leader``: after the last byte, wait briefly until
+        the fill is published, so the next request on this connection finds the entry.
+        ``fields``: the requester's own header fields (the leader's), instead of the shared."""
+        await self._stream_fill_body(req, resp, key, fill, head, member, fields)
+        if leader and fill.outcome is None and not resp.conn.closed:
+            deadline = asyncio.get_running_loop().time() + LEADER_PUBLISH_WAIT
+            while fill.outcome is None:
+                left = deadline - asyncio.get_running_loop().time()
+                if left <= 0:
+                    break
+                await fill.changed(left)
+
+    async def _stream_fill_body(
+        self,
+        req: Request,
+        resp: ResponseWriter,
+        key: CacheKey,
+        fill: Fill,
+        head: FillHead,
+        member: str,
+        own_fields: list[tuple[str, str]] | None = None,
+    ) -> None:
+        """Read-while-writer: stream the growing part file as its bytes arrive.
+
+        A single Range is answered from the growing file as soon as its bytes are there
+        (when the length is known). A failed fill cuts the connection: never a short answer
+        that looks complete.
+        """
+        fields = list(own_fields if own_fields is not None else head.headers)
+        fields.append(("Cache-Status", append_cache_status(head.upstream_status, member)))
+        length = head.content_length
+        start, count, status, reason = 0, length, head.status, head.reason
+        range_value = req.headers.get("range") if head.status == 200 else None
+        if range_value is not None and length is not None and "if-range" not in req.headers:
+            ranges = parse_range(range_value, length)
+            if ranges == UNSATISFIABLE:
+                fields.append(("Content-Range", f"bytes */{length}"))
+                resp.start(416, fields, content_length=0)
+                return
+            if isinstance(ranges, list) and len(ranges) == 1:
+                first, last = ranges[0]
+                start, count, status, reason = first, last - first + 1, 206, "Partial Content"
+                fields.append(("Content-Range", f"bytes {first}-{last}/{length}"))
+        resp.start(status, fields, content_length=count, reason=reason)
+        if req.method == "HEAD" or count == 0:
+            return
+        try:
+            fd = await self.store.run_io(os.open, head.part_path, os.O_RDONLY)
+        except OSError:
+            fd = None
+        if fd is None:
+            # already published (renamed) before we could open it: read the stored entry
+            while fill.outcome is None:
+                await fill.changed(1.0)
+            entry = await self.store.lookup(key.hex)
+            if fill.outcome is not Outcome.DONE or entry is None:
+                resp.abort()
+                return
+            end = entry.size if count is None else start + count
+            data = await self.store.read_range(entry, start, end - start)
+            await resp.write(data)
+            return
+        assert isinstance(fd, int)
+        try:
+            offset = start
+            end = None if count is None else start + count
+            while end is None or offset < end:
+                available = fill.written if end is None else min(fill.written, end)
+                if offset < available:
+                    size = min(available - offset, FILL_READ_CHUNK)
+                    data = await self.store.run_io(os.pread, fd, size, offset)
+                    assert isinstance(data, bytes)
+                    if not data:
+                        await fill.changed(0.05)
+                        continue
+                    offset += len(data)
+                    await resp.write(data)
+                    continue
+                outcome = fill.outcome
+                if outcome is not None:
+                    if outcome is Outcome.DONE and offset >= fill.written:
+                        if end is not None and offset < end:
+                            resp.abort()  # the fill ended short of the range
+                        return
+                    if outcome is not Outcome.DONE:
+                        resp.abort()
+                        return
+                    continue
+                await fill.changed(1.0)
+        finally:
+            await self.store.run_io(os.close, fd)
 
     async def _fetch_and_serve(
         self,
@@ -486,8 +652,10 @@ class Node:
         stale: Entry | None,
         fwd: str,
         req_cc: CacheControl,
-    ) -> bool:
-        """Fetch from upstream, stream to the client and the store. True if stored."""
+        lead: LocalFill | None,
+    ) -> None:
+        """Fetch from upstream; a storable answer is filled in the background and streamed
+        from its part file to this client and every follower."""
         validators = stale if stale is not None and (stale.etag or stale.last_modified) else None
         request_time = time.time()
         try:
@@ -503,7 +671,7 @@ class Node:
                 "no such object",
                 member=cache_status_member(self.sf_name, fwd=fwd, detail="no-bucket"),
             )
-            return False
+            return
         except UpstreamError as exc:
             log.warning("%s %s: %s", req.method, req.target, exc.reason)
             if stale is not None and self._stale_if_error(stale, req_cc):
@@ -515,7 +683,7 @@ class Node:
                     policy,
                     cache_status_member(self.sf_name, fwd="stale", detail="stale-if-error"),
                 )
-                return False
+                return
             self._count(Phase.ERROR)
             await self._simple(
                 resp,
@@ -523,13 +691,25 @@ class Node:
                 exc.reason,
                 member=cache_status_member(self.sf_name, fwd=fwd, detail="upstream-error"),
             )
-            return False
+            return
+        remaining: aiohttp.ClientResponse | None = upstream
         try:
-            return await self._handle_upstream(
-                req, resp, policy, key, stale, validators, fwd, req_cc, upstream, request_time
+            remaining = await self._handle_upstream(
+                req,
+                resp,
+                policy,
+                key,
+                stale,
+                validators,
+                fwd,
+                req_cc,
+                upstream,
+                request_time,
+                lead,
             )
         finally:
-            upstream.release()
+            if remaining is not None:
+                remaining.release()
 
     def _stale_if_error(self, stale: Entry, req_cc: CacheControl) -> bool:
         return stale_if_error_ok(
@@ -554,7 +734,10 @@ class Node:
         req_cc: CacheControl,
         upstream: aiohttp.ClientResponse,
         request_time: float,
-    ) -> bool:
+        lead: LocalFill | None,
+    ) -> aiohttp.ClientResponse | None:
+        """Answer from the upstream response. Returns the response if the caller must still
+        release it, None when a background fill took it over."""
         response_time = time.time()
         status = upstream.status
         upstream_headers = CIMultiDict(
@@ -576,7 +759,7 @@ class Node:
                         self.sf_name, fwd="stale", fwd_status=status, detail="stale-if-error"
                     ),
                 )
-                return False
+                return upstream
             self._count(Phase.ERROR)
             await self._simple(
                 resp,
@@ -584,11 +767,19 @@ class Node:
                 reason,
                 member=cache_status_member(self.sf_name, fwd=fwd, fwd_status=status),
             )
-            return False
+            return upstream
         if status == 304 and validators is not None:
-            return await self._revalidated(
-                req, resp, policy, validators, upstream_headers, request_time, response_time, fwd
+            await self._apply_304(validators, policy, upstream_headers, request_time, response_time)
+            if lead is not None:
+                await lead.finish(Outcome.REVALIDATED)  # followers read the refreshed entry
+            self._count(Phase.REVALIDATED)
+            member = cache_status_member(
+                self.sf_name, fwd=fwd, fwd_status=304, stored=True, ttl=validators.ttl(time.time())
             )
+            await self._serve_entry(
+                req, resp, validators, policy, member, upstream_status=upstream_cs
+            )
+            return upstream
         if status >= 500 and stale is not None and self._stale_if_error(stale, req_cc):
             self._count(Phase.STALE_SERVED)
             await self._serve_entry(
@@ -600,7 +791,7 @@ class Node:
                     self.sf_name, fwd="stale", fwd_status=status, detail="stale-if-error"
                 ),
             )
-            return False
+            return upstream
         resp_cc = parse_cache_control(upstream_headers.getall("cache-control", []))
         reason = storability(
             "GET",
@@ -683,51 +874,104 @@ class Node:
             out.append(("Age", upstream_headers["age"]))
         out.append(("Cache-Status", append_cache_status(upstream_cs, member)))
         self._count(Phase.MISS)
-        writer = self.store.new_writer(key.hex) if store else None
+        if entry is not None:
+            # storable: fill in the background; this client reads the part file like followers
+            fill = lead or LocalFill(self.coalescer, key.hex, "private", shared=False)
+            writer = self.store.new_writer(key.hex, streaming=True)
+            try:
+                await writer.open()
+            except OSError as exc:
+                log.warning("cannot create a part file for %s: %s", key.hex, exc)
+                await writer.abort()
+                entry = None
+            if entry is not None:
+                # followers get the shareable view: the stored fields, never the requester's
+                # own Set-Cookie or fields named by private=/no-cache= (RFC 9111 sec. 5.2.2)
+                shared_fields = list(stored_headers.items())
+                shared_fields.append(("Via", self.via_value))
+                shared_fields.extend(policy.response_headers)
+                shared_fields.append(("Age", str(int(entry.initial_age))))
+                head = FillHead(
+                    status=status,
+                    reason=upstream.reason or "",
+                    headers=tuple(shared_fields),
+                    content_length=content_length,
+                    part_path=str(writer.tmp_path),
+                    ttl=int(lifetime),
+                    upstream_status=upstream_cs,
+                    vary=vary,
+                )
+                await fill.announce(head)
+                fill.handed_off = True  # the fill task ends it, whatever this client does
+                task = asyncio.get_running_loop().create_task(
+                    self._run_fill(fill, upstream, writer, entry, content_length)
+                )
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
+                await self._stream_fill(
+                    req, resp, key, fill, head, member, leader=True, fields=out[:-1]
+                )
+                return None
+        if lead is not None:
+            await lead.finish(Outcome.UNCACHEABLE)
+            if no_store_detail in HIT_FOR_MISS_REASONS:
+                self.coalescer.remember_uncacheable(key.hex, time.time())
         client_ok = True
-        serve_head_only = req.method == "HEAD"
         try:
             resp.start(status, out, content_length=content_length, reason=upstream.reason)
+            if req.method == "HEAD":
+                return upstream
+            async for chunk in upstream.content.iter_any():
+                await resp.write(chunk)
         except ConnectionError:
             client_ok = False
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            log.warning("upstream body of %s failed: %s", key.upstream_target, exc)
+            resp.abort()
+            return upstream
+        if client_ok and content_length is not None and resp.bytes_sent != content_length:
+            resp.abort()
+        return upstream
+
+    async def _run_fill(
+        self,
+        fill: LocalFill,
+        upstream: aiohttp.ClientResponse,
+        writer: BodyWriter,
+        entry: Entry,
+        content_length: int | None,
+    ) -> None:
+        """Upstream body -> part file, reporting progress; publish; end the fill. Runs on even
+        if every client left (the cache still wants the object)."""
+        outcome = Outcome.UPSTREAM_ERROR
         try:
             async for chunk in upstream.content.iter_any():
-                if writer is not None:
-                    await writer.write(chunk)
-                if client_ok and not serve_head_only:
-                    try:
-                        await resp.write(chunk)
-                    except ConnectionError:
-                        client_ok = False
-                        if writer is None:
-                            return False  # nobody else wants these bytes
-        except (aiohttp.ClientError, TimeoutError, ConnectionError) as exc:
-            log.warning("upstream body of %s failed: %s", key.upstream_target, exc)
-            if writer is not None:
-                await writer.abort()
-            resp.abort()
-            return False
-        if writer is not None and entry is not None:
+                await writer.write(chunk)
+                fill.advance(writer.size)
             if content_length is not None and writer.size != content_length:
-                await writer.abort()
-                resp.abort()
-                return False
-            stored_ok = await self.store.publish(writer, entry)
-            return stored_ok
-        return False
+                raise ConnectionError(f"short body: {writer.size} of {content_length} bytes")
+            await self.store.publish(writer, entry)
+            outcome = Outcome.DONE
+        except asyncio.CancelledError:
+            await writer.abort()
+            raise
+        except Exception as exc:
+            log.warning("fill of %s failed: %s", entry.path, exc)
+            await writer.abort()
+        finally:
+            upstream.release()
+            fill.advance(writer.size)
+            await fill.finish(outcome)
 
-    async def _revalidated(
+    async def _apply_304(
         self,
-        req: Request,
-        resp: ResponseWriter,
-        policy: PolicyConfig,
         entry: Entry,
+        policy: PolicyConfig,
         fresh: CIMultiDict[str],
         request_time: float,
         response_time: float,
-        fwd: str,
-    ) -> bool:
-        """RFC 9111 sec. 4.3.4: a 304 updates the stored headers; serve the stored body."""
+    ) -> None:
+        """RFC 9111 sec. 4.3.4: a 304 updates the stored header fields and freshness."""
         merged = update_stored_headers(CIMultiDict(entry.headers), fresh)
         for name in NOT_STORED:
             merged.popall(name, None)
@@ -747,42 +991,29 @@ class Node:
         )
         entry.set_headers(list(merged.items()))
         await self.store.update_meta(entry)
-        self._count(Phase.REVALIDATED)
-        await self._serve_entry(
-            req,
-            resp,
-            entry,
-            policy,
-            cache_status_member(
-                self.sf_name, fwd=fwd, fwd_status=304, stored=True, ttl=entry.ttl(time.time())
-            ),
-            upstream_status=fresh.get("cache-status"),
-        )
-        return True
 
     def _background_revalidate(self, entry: Entry, policy: PolicyConfig, key: CacheKey) -> None:
-        """stale-while-revalidate (RFC 5861 sec. 3): one refresh per key in the background."""
-        if key.hex in self.inflight:
-            return
-        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self.inflight[key.hex] = future
+        """stale-while-revalidate (RFC 5861 sec. 3): one refresh per key, in the background,
+        coalesced with any fill of the key (in this process or a sibling)."""
 
         async def refresh() -> None:
-            ok = False
+            got = await self.coalescer.acquire(key.hex, now=time.time())
+            if not isinstance(got, Lead):
+                return  # somebody is already fetching this key
+            outcome = Outcome.UPSTREAM_ERROR
             try:
                 upstream = await self.upstream.open(
                     "GET", key.upstream_target, self._upstream_headers(key, entry, policy, None)
                 )
                 try:
-                    ok = await self._absorb(upstream, entry, policy, key)
+                    if await self._absorb(upstream, entry, policy, key):
+                        outcome = Outcome.DONE
                 finally:
                     upstream.release()
             except Exception as exc:  # a failed refresh leaves the stale entry in place
                 log.info("background revalidation of %s failed: %s", key.upstream_target, exc)
             finally:
-                if self.inflight.get(key.hex) is future:
-                    del self.inflight[key.hex]
-                future.set_result(ok)
+                await got.fill.finish(outcome)
 
         task = asyncio.get_running_loop().create_task(refresh())
         self._background.add(task)
@@ -799,25 +1030,7 @@ class Node:
             (n.decode("latin-1"), v.decode("latin-1")) for n, v in upstream.raw_headers
         )
         if upstream.status == 304:
-            merged = update_stored_headers(CIMultiDict(entry.headers), fresh)
-            for name in NOT_STORED:
-                merged.popall(name, None)
-            resp_cc = parse_cache_control(merged.getall("cache-control", []))
-            raw, source = freshness_lifetime(
-                entry.status, merged, resp_cc, response_time=response_time
-            )
-            entry.response_time = response_time
-            entry.request_time = response_time
-            entry.initial_age = corrected_initial_age(fresh, response_time, response_time)
-            entry.lifetime = apply_policy_ttl(
-                raw,
-                source,
-                min_ttl=policy.min_ttl,
-                default_ttl=policy.default_ttl,
-                max_ttl=policy.max_ttl,
-            )
-            entry.set_headers(list(merged.items()))
-            await self.store.update_meta(entry)
+            await self._apply_304(entry, policy, fresh, response_time, response_time)
             return True
         if upstream.status != 200:
             return False

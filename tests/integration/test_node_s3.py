@@ -72,6 +72,7 @@ async def test_missing_object_is_negative_cached(make_node, relay, client) -> No
     url = f"http://127.0.0.1:{node.port}/images/does-not-exist.webp"
     async with client.get(url) as r:
         assert r.status == 404
+        await r.read()  # the whole answer: the next request then finds the stored entry
     async with client.get(url) as r:
         assert r.status == 404
         assert "hit" in _cache_status(r)
