@@ -27,13 +27,23 @@ log = logging.getLogger("edgeproxy")
 class RunningNode:
     """A node started inside the current event loop."""
 
-    def __init__(self, config: Config, environ: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        environ: dict[str, str] | None = None,
+        *,
+        worker_of: int = 1,
+    ) -> None:
+        """``worker_of`` > 1: one of that many worker processes over one store (the master
+        cleans the store at start, runs the manager and the admin listener)."""
         self.config = config
+        self.worker = worker_of > 1
         self.store = DiskStore(
             config.store.path,
             max_size=config.store.max_size,
-            ram_size=config.store.ram_size,
+            ram_size=max(config.store.ram_size // worker_of, config.store.ram_object_max),
             ram_object_max=config.store.ram_object_max,
+            shared=self.worker,
         )
         self.upstream = Upstream(config.upstream, environ)
         self.coalescer = Coalescer(config.store.path, executor=self.store.executor)
@@ -43,13 +53,20 @@ class RunningNode:
         self.port = 0
         self.admin_port = 0
 
-    async def start(self) -> None:
+    async def start(self, *, listen_port: int | None = None) -> None:
         cfg = self.config.node
         await self.store.start()
-        await self.store.run_io(self.coalescer.prepare, True)
+        await self.store.run_io(self.coalescer.prepare, not self.worker)
         await self.upstream.start()
-        await self.server.start(cfg.listen_host, cfg.listen_port)
+        port = cfg.listen_port if listen_port is None else listen_port
+        await self.server.start(cfg.listen_host, port, reuse_port=self.worker)
         self.port = self.server.port
+        if self.worker:
+            from edgeproxy.cache.epoch import SharedEpoch
+
+            self.node.epoch = SharedEpoch(self.config.store.path)
+            self.node.seen_epoch = self.node.epoch.value()
+            return  # the master serves the admin API
         self._admin_runner = web.AppRunner(build_admin_app(self.node), access_log=None)
         await self._admin_runner.setup()
         site = web.TCPSite(self._admin_runner, cfg.admin_host, cfg.admin_port)
@@ -88,7 +105,12 @@ async def _serve(config: Config) -> None:
 
 
 def serve(config: Config) -> None:
-    """Run a node on uvloop until SIGINT/SIGTERM."""
+    """Run a node on uvloop until SIGINT/SIGTERM (a master and workers when workers > 1)."""
     import uvloop
 
+    if config.node.workers > 1:
+        from edgeproxy.workers import run_master
+
+        run_master(config)
+        return
     uvloop.run(_serve(config))

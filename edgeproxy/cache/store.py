@@ -145,8 +145,15 @@ class DiskStore:
         ram_object_max: int,
         executor: ThreadPoolExecutor | None = None,
         clock: Callable[[], float] = time.time,
+        shared: bool = False,
     ) -> None:
         self.root = Path(root)
+        # shared: one of several worker processes over this store. Then the manager process
+        # owns the byte budget and deletes victims; this index is a per-process view that is
+        # capped without unlinking, and an index miss looks on the disk (a sibling may have
+        # stored it). ``report`` tells the manager about accesses, stores and drops.
+        self.shared = shared
+        self.report: Callable[[str, str, int], None] | None = None
         self.objects_dir = self.root / "objects"
         self.tmp_dir = self.root / "tmp"
         self.max_size = max_size
@@ -189,6 +196,9 @@ class DiskStore:
 
     def _prepare_dirs(self) -> None:
         self.objects_dir.mkdir(parents=True, exist_ok=True)
+        if self.shared:
+            self.tmp_dir.mkdir(parents=True, exist_ok=True)
+            return  # the node's master cleaned up before starting the workers
         if self.tmp_dir.exists():
             shutil.rmtree(self.tmp_dir, ignore_errors=True)
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
@@ -285,12 +295,14 @@ class DiskStore:
         entry = self.index.get(key_hex)
         if entry is not None:
             self.policy.touch(key_hex, 0.0)
+            if self.report is not None:
+                self.report("a", key_hex, entry.size)
         return entry
 
     async def lookup(self, key_hex: str) -> Entry | None:
         """Index lookup; while the index is still loading, falls back to the disk."""
         entry = self.peek(key_hex)
-        if entry is None and self.loading:
+        if entry is None and (self.loading or self.shared):
             found = await self.run_io(self._read_meta_sync, self.meta_path(key_hex))
             # the background load may have indexed it while we read: the index wins
             entry = self.index.get(key_hex)
@@ -393,6 +405,8 @@ class DiskStore:
         self._index_add(entry)
         if kept is not None:
             self.ram[entry.key_hex] = kept
+        if self.report is not None:
+            self.report("p", entry.key_hex, entry.size)
         self._enforce_budget()
         return True
 
@@ -420,12 +434,28 @@ class DiskStore:
     async def drop(self, key_hex: str, only: Entry | None = None) -> bool:
         """Remove an entry (metadata first, so no reader sees a meta without its body)."""
         entry = self.index.get(key_hex)
+        if entry is None and only is None:
+            # not in this process's view: it may still be on disk (stored by a sibling)
+            found = await self.run_io(self._unlink_by_key_sync, key_hex)
+            if found and self.report is not None:
+                self.report("d", key_hex, 0)
+            return bool(found)
         if entry is None or (only is not None and entry is not only):
             if only is not None and entry is None:
                 await self.run_io(self._unlink_entry_sync, only)
             return False
         self._index_remove(key_hex)
+        if self.report is not None:
+            self.report("d", key_hex, 0)
         return True
+
+    def forget_all(self) -> None:
+        """Drop this process's view (index and RAM layer), not the files: after another
+        process invalidated entries, lookups re-read the disk."""
+        self.index.clear()
+        self.ram.clear()
+        self.used_bytes = 0
+        self.policy = LruPolicy()
 
     # ---- index and budget ------------------------------------------------------------------
 
@@ -449,6 +479,15 @@ class DiskStore:
         unlink = self._unlink_body_sync if replaced else self._unlink_entry_sync
         asyncio.get_running_loop().run_in_executor(self._executor, unlink, entry)
 
+    def _unlink_by_key_sync(self, key_hex: str) -> bool:
+        meta = self.meta_path(key_hex)
+        try:
+            entry = Entry.from_json(meta.read_bytes())
+        except (OSError, ValueError):
+            return False
+        self._unlink_entry_sync(entry)
+        return True
+
     def _unlink_body_sync(self, entry: Entry) -> None:
         self._unlink_quiet(self.body_path(entry))
 
@@ -469,7 +508,15 @@ class DiskStore:
             return
         for key_hex in list(self.policy.victims(over, self._clock())):
             entry = self.index.get(key_hex)
-            if entry is not None:
+            if entry is None:
+                continue
+            if self.shared:
+                # a worker's view only: forget it here; the manager deletes the files
+                self.index.pop(key_hex, None)
+                self.used_bytes -= entry.size
+                self.policy.remove(key_hex)
+                self.ram.pop(key_hex, None)
+            else:
                 self._index_remove(key_hex)
                 self.evictions += 1
 

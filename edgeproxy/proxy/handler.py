@@ -63,6 +63,7 @@ from edgeproxy.proxy.s3 import map_s3_status, s3_error_code
 from edgeproxy.proxy.upstream import NoSuchTarget, Upstream, UpstreamError
 
 if TYPE_CHECKING:
+    from edgeproxy.cache.epoch import SharedEpoch
     from edgeproxy.cache.store import BodyWriter, DiskStore
     from edgeproxy.proxy.server import HttpConnection, Request, ResponseWriter
 
@@ -128,6 +129,8 @@ class Node:
         self.sf_name = sf_token_or_string(self.name)
         self.via_value = f"1.1 {self.name}"
         self.coalescer = coalescer
+        self.epoch: SharedEpoch | None = None  # set on multi-process nodes
+        self.seen_epoch = 0
         self._memo: dict[str, tuple[PolicyConfig, CacheKey]] = {}
         self.counters: dict[str, int] = {}
         self._background: set[asyncio.Task[None]] = set()
@@ -177,8 +180,19 @@ class Node:
 
     # ---- fast path -------------------------------------------------------------------------
 
+    def check_epoch(self) -> None:
+        """Another worker invalidated entries: forget this process's view of the store."""
+        epoch = self.epoch
+        if epoch is not None:
+            value = epoch.value()
+            if value != self.seen_epoch:
+                self.seen_epoch = value
+                self.store.forget_all()
+
     def try_fast(self, req: Request, conn: HttpConnection) -> bool:
         """Answer a fresh, plain hit from RAM or a mapped body without a task; else False."""
+        if self.epoch is not None:
+            self.check_epoch()
         method = req.method
         if method != "GET" and method != "HEAD":
             return False
@@ -239,6 +253,7 @@ class Node:
     # ---- full pipeline ---------------------------------------------------------------------
 
     async def handle(self, req: Request, resp: ResponseWriter) -> None:
+        self.check_epoch()
         if self._loop_detected(req.hdict.get("via")):
             self._count(Phase.ERROR)
             await self._simple(
@@ -1181,7 +1196,8 @@ class Node:
             upstream.release()
 
     async def invalidate_uri(self, path: str) -> None:
-        """Drop every entry stored for ``path`` under its policy (keyed params ignored)."""
+        """Drop every entry stored for ``path`` under its policy (keyed params ignored), in
+        every worker of this node (RFC 9111 sec. 4.4)."""
         try:
             norm = normalize_path(path)
         except BadRequestTarget:
@@ -1192,6 +1208,8 @@ class Node:
         for hex_key, entry in list(self.store.index.items()):
             if entry.path == norm and hex_key != key.hex:
                 await self.store.drop(hex_key)
+        if self.epoch is not None:
+            self.seen_epoch = self.epoch.bump()
 
 
 def _forwarded_view(policy: PolicyConfig, headers: CIMultiDict[str]) -> CIMultiDict[str]:

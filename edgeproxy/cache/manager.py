@@ -1,0 +1,102 @@
+"""The cache manager of a multi-process node: owns the byte budget and the eviction decisions.
+
+Contract: workers report, in batches, what they stored (``p key size``), accessed (``a key``) and
+dropped (``d key``); the manager keeps the eviction policy over the whole store (one budget for
+all workers, as nginx's cache manager does), and deletes the victims' files (metadata first) in
+its executor. It rebuilds its index from the disk at start. It never serves requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from edgeproxy.cache.entry import Entry
+from edgeproxy.cache.eviction import LruPolicy
+
+log = logging.getLogger("edgeproxy.manager")
+
+
+class StoreManager:
+    def __init__(self, root: str | os.PathLike[str], max_size: int) -> None:
+        self.root = Path(root)
+        self.max_size = max_size
+        self.sizes: dict[str, int] = {}
+        self.used_bytes = 0
+        self.policy = LruPolicy()
+        self.evictions = 0
+        self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="manager")
+
+    async def start(self) -> None:
+        found = await asyncio.get_running_loop().run_in_executor(self._executor, self._scan)
+        now = time.time()
+        for key, size in found:
+            self._add(key, size, now)
+        await self.enforce()
+        log.info("manager: %d entries, %d bytes", len(self.sizes), self.used_bytes)
+
+    def _scan(self) -> list[tuple[str, int]]:
+        items: list[tuple[float, str, int]] = []
+        for meta in (self.root / "objects").glob("*/*/*.meta"):
+            try:
+                entry = Entry.from_json(meta.read_bytes())
+                items.append((meta.stat().st_mtime, entry.key_hex, entry.size))
+            except (OSError, ValueError):
+                continue
+        items.sort()
+        return [(key, size) for _, key, size in items]
+
+    def _add(self, key: str, size: int, now: float) -> None:
+        old = self.sizes.get(key)
+        if old is not None:
+            self.used_bytes -= old
+            self.policy.remove(key)
+        self.sizes[key] = size
+        self.used_bytes += size
+        self.policy.insert(key, size, now)
+
+    def _remove(self, key: str) -> None:
+        size = self.sizes.pop(key, None)
+        if size is not None:
+            self.used_bytes -= size
+            self.policy.remove(key)
+
+    def handle_line(self, line: str, now: float) -> None:
+        """One report line from a worker: ``p KEY SIZE`` | ``a KEY`` | ``d KEY``."""
+        parts = line.split()
+        if len(parts) < 2:
+            return
+        kind, key = parts[0], parts[1]
+        if kind == "p" and len(parts) == 3:
+            self._add(key, int(parts[2]), now)
+        elif kind == "a":
+            self.policy.touch(key, now)
+        elif kind == "d":
+            self._remove(key)
+
+    async def enforce(self) -> None:
+        over = self.used_bytes - self.max_size
+        if over <= 0:
+            return
+        victims = list(self.policy.victims(over, time.time()))
+        for key in victims:
+            self._remove(key)
+        self.evictions += len(victims)
+        await asyncio.get_running_loop().run_in_executor(self._executor, self._delete, victims)
+
+    def _delete(self, keys: list[str]) -> None:
+        for key in keys:
+            meta = self.root / "objects" / key[:2] / key[2:4] / f"{key}.meta"
+            try:
+                entry = Entry.from_json(meta.read_bytes())
+                meta.unlink()
+                (meta.parent / entry.body_file).unlink()
+            except (OSError, ValueError):
+                continue
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True)

@@ -1,0 +1,329 @@
+"""A node of N worker processes over one store, with one master (as nginx: master + workers +
+cache manager).
+
+Contract:
+- The master cleans the store's temporary and in-flight files, holds the listening port (a bound
+  SO_REUSEPORT socket that never accepts), starts N workers (``python -m edgeproxy.workers``),
+  each accepting on its own SO_REUSEPORT socket on that port, and runs the cache manager (one
+  byte budget and one eviction policy for the whole store) and the admin listener.
+- Workers serve requests and report stores, accesses and drops to the master over a socket pair,
+  in batches (every ``REPORT_INTERVAL``); misses are coalesced across workers by lock files.
+- A worker that dies is restarted. SIGTERM/SIGINT: workers drain in-flight requests and stop,
+  then the master stops. SIGHUP: the config file is read again; if valid, a new generation of
+  workers starts and the old one drains and exits (listening sockets overlap, so no connection
+  is refused); if not, the error is logged and the running workers stay.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Coroutine
+from typing import Any
+
+from aiohttp import web
+
+from edgeproxy.config import Config, ConfigError, load_config
+
+log = logging.getLogger("edgeproxy.master")
+
+REPORT_INTERVAL = 0.1
+RESTART_BACKOFF = 0.5
+
+
+# ---- worker side ---------------------------------------------------------------------------
+
+
+class Reporter:
+    """Batches store events of one worker and sends them to the master."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.lines: list[str] = []
+        self.touched: set[str] = set()
+
+    def __call__(self, kind: str, key: str, size: int) -> None:
+        if kind == "a":
+            self.touched.add(key)
+        else:
+            self.lines.append(f"{kind} {key} {size}\n")
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(REPORT_INTERVAL)
+            if not self.lines and not self.touched:
+                continue
+            batch = [f"a {key}\n" for key in self.touched]
+            batch.extend(self.lines)  # stores after accesses: a new entry starts most recent
+            self.touched.clear()
+            self.lines = []
+            try:
+                await loop.sock_sendall(self.sock, "".join(batch).encode())
+            except OSError:
+                return  # the master is gone; we are being stopped
+
+
+async def _worker_main(config: Config, port: int, report_fd: int, workers: int) -> None:
+    from edgeproxy.app import RunningNode
+
+    node = RunningNode(config, worker_of=workers)
+    sock = socket.socket(fileno=report_fd)
+    sock.setblocking(False)
+    reporter = Reporter(sock)
+    node.store.report = reporter
+    await node.start(listen_port=port)
+    task = asyncio.get_running_loop().create_task(reporter.run())
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, lambda: None)  # the master handles reloads
+    await stop.wait()
+    await node.stop(drain_timeout=10.0)
+    await asyncio.sleep(REPORT_INTERVAL * 1.5)  # let the last batch go out
+    task.cancel()
+
+
+def worker_entry(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="edgeproxy-worker")
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--report-fd", type=int, required=True)
+    parser.add_argument("--workers", type=int, required=True)
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO,
+        format=f"%(asctime)s %(levelname)s worker-{os.getpid()} %(name)s: %(message)s",
+    )
+    import uvloop
+
+    config = load_config(args.config)
+    uvloop.run(_worker_main(config, args.port, args.report_fd, args.workers))
+    return 0
+
+
+# ---- master side ---------------------------------------------------------------------------
+
+
+class Master:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.workers: dict[int, asyncio.subprocess.Process] = {}
+        self.generation = 0
+        self.stopping = False
+        self.port = 0
+        self.restarts = 0
+        self._holder: socket.socket | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def _hold_port(self) -> None:
+        cfg = self.config.node
+        family = socket.AF_INET6 if ":" in cfg.listen_host else socket.AF_INET
+        holder = socket.socket(family, socket.SOCK_STREAM)
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        holder.bind((cfg.listen_host, cfg.listen_port))
+        self._holder = holder  # bound, never listening: keeps the port, takes no connection
+        self.port = holder.getsockname()[1]
+
+    async def _spawn(self) -> None:
+        parent, child = socket.socketpair()
+        parent.setblocking(False)
+        workers = self.config.node.workers
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "edgeproxy.workers",
+            "--config",
+            self.config.file,
+            "--port",
+            str(self.port),
+            "--report-fd",
+            str(child.fileno()),
+            "--workers",
+            str(workers),
+            pass_fds=(child.fileno(),),
+        )
+        child.close()
+        self.workers[proc.pid] = proc
+        generation = self.generation
+        self._track(self._read_reports(parent))
+        self._track(self._watch(proc, generation))
+
+    def _track(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _read_reports(self, sock: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        buffer = b""
+        try:
+            while True:
+                data = await loop.sock_recv(sock, 65536)
+                if not data:
+                    return
+                buffer += data
+                *lines, buffer = buffer.split(b"\n")
+                now = time.time()
+                for line in lines:
+                    self.manager.handle_line(line.decode("ascii", "replace"), now)
+                await self.manager.enforce()
+        finally:
+            sock.close()
+
+    async def _watch(self, proc: asyncio.subprocess.Process, generation: int) -> None:
+        code = await proc.wait()
+        self.workers.pop(proc.pid, None)
+        if self.stopping or generation != self.generation:
+            return
+        self.restarts += 1
+        log.warning("worker %d exited with %s: restarting", proc.pid, code)
+        await asyncio.sleep(RESTART_BACKOFF)
+        if not self.stopping and generation == self.generation:
+            await self._spawn()
+
+    async def _wait_ready(self, timeout: float = 20.0) -> None:
+        """Until a connection to the port is accepted (some worker listens)."""
+        deadline = time.monotonic() + timeout
+        host = self.config.node.listen_host
+        while time.monotonic() < deadline:
+            try:
+                _, writer = await asyncio.open_connection(host, self.port)
+                writer.close()
+                return
+            except OSError:
+                await asyncio.sleep(0.05)
+        raise RuntimeError("workers did not start listening")
+
+    async def reload(self) -> None:
+        try:
+            config = load_config(self.config.file)
+        except ConfigError as exc:
+            log.error("reload refused, keeping the running workers: %s", exc)
+            return
+        if config.store.path != self.config.store.path or (
+            config.node.listen_host,
+            config.node.listen_port,
+        ) != (self.config.node.listen_host, self.config.node.listen_port):
+            log.error("reload refused: store.path and node.listen need a restart")
+            return
+        old = dict(self.workers)
+        self.config = config
+        self.generation += 1
+        for _ in range(config.node.workers):
+            await self._spawn()
+        await asyncio.sleep(0.5)  # new sockets listen before the old ones close
+        for proc in old.values():
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+        log.info("reloaded %s: generation %d", config.file, self.generation)
+
+    async def stop(self) -> None:
+        self.stopping = True
+        procs = list(self.workers.values())
+        for proc in procs:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            try:
+                await asyncio.wait_for(proc.wait(), 15.0)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                await proc.wait()
+
+    def admin_app(self) -> web.Application:
+        async def healthz(_: web.Request) -> web.Response:
+            return web.json_response(
+                {
+                    "status": "ok" if self.workers else "starting",
+                    "node": self.config.node.name,
+                    "role": self.config.node.role,
+                    "workers": sorted(self.workers),
+                },
+                status=200 if self.workers else 503,
+            )
+
+        async def stats(_: web.Request) -> web.Response:
+            m = self.manager
+            return web.json_response(
+                {
+                    "node": self.config.node.name,
+                    "workers": sorted(self.workers),
+                    "worker_restarts": self.restarts,
+                    "store": {
+                        "objects": len(m.sizes),
+                        "bytes": m.used_bytes,
+                        "max_bytes": m.max_size,
+                        "evictions": m.evictions,
+                    },
+                }
+            )
+
+        app = web.Application()
+        app.router.add_get("/healthz", healthz)
+        app.router.add_get("/stats", stats)
+        return app
+
+    async def run(self) -> None:
+        from edgeproxy.cache.manager import StoreManager
+        from edgeproxy.cache.store import DiskStore
+        from edgeproxy.proxy.coalesce import Coalescer
+
+        cfg = self.config
+        # a fresh start of the node: temporary and in-flight files of a previous run go
+        prep = DiskStore(cfg.store.path, max_size=1, ram_size=1, ram_object_max=1)
+        await prep.run_io(prep._prepare_dirs)
+        await prep.close()
+        Coalescer(cfg.store.path).prepare(clean=True)
+        self.manager = StoreManager(cfg.store.path, cfg.store.max_size)
+        await self.manager.start()
+        self._hold_port()
+        for _ in range(cfg.node.workers):
+            await self._spawn()
+        await self._wait_ready()
+        runner = web.AppRunner(self.admin_app(), access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, cfg.node.admin_host, cfg.node.admin_port)
+        await site.start()
+        log.info(
+            "node %s (%s): %d workers on http://%s:%d/ (admin http://%s:%d/healthz)",
+            cfg.node.name,
+            cfg.node.role,
+            cfg.node.workers,
+            cfg.node.listen_host,
+            self.port,
+            cfg.node.admin_host,
+            site._server.sockets[0].getsockname()[1] if site._server else cfg.node.admin_port,
+        )
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, lambda: self._track(self.reload()))
+        await stop.wait()
+        log.info("node %s stopping", cfg.node.name)
+        await self.stop()
+        await runner.cleanup()
+        self.manager.close()
+        if self._holder is not None:
+            self._holder.close()
+
+
+def run_master(config: Config) -> None:
+    import uvloop
+
+    uvloop.run(Master(config).run())
+
+
+if __name__ == "__main__":
+    sys.exit(worker_entry())
