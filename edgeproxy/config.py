@@ -34,9 +34,32 @@ Schema (``#`` marks the defaults; keys not listed here are errors, with a did-yo
 
     [upstream]                      # required: exactly one of `parents` and [upstream.s3]
     parents = ["http://127.0.0.1:8081"]   # base URLs (http/https, no path), tried by rendezvous
+    # or, with options per parent (items may mix strings and tables):
+    # parents = [{url = "http://127.0.0.1:8081", weight = 2, health_url = "http://127.0.0.1:9081"}]
     connect_timeout = "5s"
     read_timeout = "30s"
     max_connections = 256
+
+    [[upstream.parent]]             # the same as a table array (instead of `parents`)
+    url = "http://127.0.0.1:8081"   # required; base URL of the parent's client listener
+    weight = 1                      # > 0; the parent's share of keys is weight / sum(weights)
+    health_url = "http://127.0.0.1:9081"  # the parent's admin listener; "/healthz" is appended
+                                    # when no path is given; absent = passive checks only
+    name = "regional-1"             # its identity in the rendezvous hash, logs and stats
+                                    # (default: the url, so keys move when the url changes)
+
+    [upstream.health]               # parents only: active and passive health checks
+    interval = "2s"                 # active: one GET health_url per parent per interval
+    timeout = "1s"                  # active: <= interval; an answer other than 200 is a failure
+    healthy_threshold = 2           # active: consecutive successes that put a parent back in
+    unhealthy_threshold = 2         # active: consecutive failures that take it out
+    fail_threshold = 3              # passive: consecutive failed requests (connect error,
+                                    # timeout, 5xx) that take a parent out ...
+    retry_time = "10s"              # ... for this long; then requests try it again
+
+    [upstream.fallback_s3]          # parents only, optional: "go direct" to this S3 origin
+                                    # (GET/HEAD) when every parent is out or failed; the same
+                                    # keys as [upstream.s3], so this node needs S3 credentials
 
     [upstream.s3]
     endpoint = "http://127.0.0.1:8333"    # required; base URL, no path
@@ -62,6 +85,8 @@ Schema (``#`` marks the defaults; keys not listed here are errors, with a did-yo
     methods = ["GET", "HEAD"]       # upper-case tokens, served from the cache
     other_methods = "pass"          # "pass" (forward) | "refuse" (405)
     error_ttl = "10s"               # negative caching of 404/410 without origin freshness
+    slice_size = "1MiB"             # ranges of objects over slice_threshold are fetched and
+    slice_threshold = "8MiB"        # cached as aligned slices (default slice_size 0: off)
     [policy.response_headers]       # added to responses (e.g. on the edge only)
     "Strict-Transport-Security" = "max-age=31536000; includeSubDomains"
 
@@ -154,6 +179,35 @@ class S3OriginConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ParentConfig:
+    """One parent: where to send misses, its share of keys, where to check its health."""
+
+    url: str  # base URL without a path, e.g. "http://127.0.0.1:8081"
+    weight: float = 1.0  # > 0; share of keys = weight / sum of the parents' weights
+    # full URL of the parent's health endpoint (its admin listener's /healthz); None = the
+    # parent is only checked passively, by the outcome of real requests
+    health_url: str | None = None
+    name: str | None = None  # identity in the rendezvous hash and in stats; None = the url
+
+    @property
+    def ident(self) -> str:
+        """What the rendezvous hash is computed on: ``name``, or the url."""
+        return self.name if self.name is not None else self.url
+
+
+@dataclass(frozen=True, slots=True)
+class HealthConfig:
+    """Active (health_url) and passive (request outcome) health checks of the parents."""
+
+    interval: float = 2.0
+    timeout: float = 1.0
+    healthy_threshold: int = 2
+    unhealthy_threshold: int = 2
+    fail_threshold: int = 3  # consecutive failed requests that take a parent out ...
+    retry_time: float = 10.0  # ... for this many seconds
+
+
+@dataclass(frozen=True, slots=True)
 class UpstreamConfig:
     # plain HTTP parents (other edgeproxy nodes or any HTTP origin), base URLs without a path
     parents: tuple[str, ...] = ()
@@ -161,6 +215,18 @@ class UpstreamConfig:
     connect_timeout: float = 5.0
     read_timeout: float = 30.0  # idle time between bytes / before the first byte
     max_connections: int = 256
+    # the parents with their options, in the order of ``parents`` (same urls); empty when the
+    # config was built in code with ``parents`` only: read it through :meth:`parent_list`
+    parent_specs: tuple[ParentConfig, ...] = ()
+    health: HealthConfig = field(default_factory=HealthConfig)
+    # "go direct": the S3 origin used when every parent is out or failed (parents only)
+    fallback_s3: S3OriginConfig | None = None
+
+    def parent_list(self) -> tuple[ParentConfig, ...]:
+        """The parents with their options (weight 1, passive checks only when not given)."""
+        if self.parent_specs:
+            return self.parent_specs
+        return tuple(ParentConfig(url=url) for url in self.parents)
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +246,10 @@ class PolicyConfig:
     # unsafe/other methods: "pass" (forward upstream) or "refuse" (405)
     other_methods: Literal["pass", "refuse"] = "pass"
     error_ttl: float = 10.0  # negative caching of 404/410 when the origin says nothing
+    # Range requests for objects larger than slice_threshold are fetched and cached as aligned
+    # slices of slice_size bytes (0: off)
+    slice_size: int = 0
+    slice_threshold: int = 8 * 1024 * 1024
     response_headers: tuple[tuple[str, str], ...] = ()
 
     def matches(self, path: str) -> bool:
@@ -601,7 +671,25 @@ _LIMIT_KEYS = (
     "header_timeout",
 )
 _STORE_KEYS = ("path", "max_size", "ram_size", "ram_object_max")
-_UPSTREAM_KEYS = ("parents", "s3", "connect_timeout", "read_timeout", "max_connections")
+_UPSTREAM_KEYS = (
+    "parents",
+    "parent",
+    "s3",
+    "fallback_s3",
+    "health",
+    "connect_timeout",
+    "read_timeout",
+    "max_connections",
+)
+_PARENT_KEYS = ("url", "weight", "health_url", "name")
+_HEALTH_KEYS = (
+    "interval",
+    "timeout",
+    "healthy_threshold",
+    "unhealthy_threshold",
+    "fail_threshold",
+    "retry_time",
+)
 _S3_KEYS = (
     "endpoint",
     "region",
@@ -624,6 +712,8 @@ _POLICY_KEYS = (
     "methods",
     "other_methods",
     "error_ttl",
+    "slice_size",
+    "slice_threshold",
     "response_headers",
 )
 
@@ -845,6 +935,135 @@ def _parse_s3(t: _Table) -> S3OriginConfig:
     )
 
 
+_PARENTS_EXAMPLE = 'parents = ["http://HOST:PORT"] or [{url = "http://HOST:PORT", weight = 2}]'
+
+
+def _health_url(text: str) -> str:
+    """Validate a parent's health URL (http/https, a host, no query/credentials); a URL
+    without a path gets ``/healthz``."""
+    example = "http://127.0.0.1:9081/healthz"
+    hint = f'use the URL of the parent\'s admin listener, e.g. "{example}"'
+    if any(c <= " " or c == "\x7f" for c in text):
+        raise ValueError(f"{_show(text)} contains spaces or control characters; {hint}")
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError as err:
+        raise ValueError(f"{_show(text)} is not a URL ({err}); {hint}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{_show(text)} is not an http(s) URL with a host; {hint}")
+    if port == 0:
+        raise ValueError(f"{_show(text)}: port 0 is not a port; {hint}")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError(f"{_show(text)}: no credentials in URLs; {hint}")
+    if parts.query or parts.fragment:
+        raise ValueError(f"{_show(text)}: no query or fragment allowed; {hint}")
+    path = parts.path if parts.path not in ("", "/") else "/healthz"
+    return f"{parts.scheme}://{parts.netloc}{path}"
+
+
+def _weight(t: _Table) -> float:
+    value = t.value("weight", 1.0, "2")
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        t._wrong_type("weight", "a number > 0", value, "2")
+    if not math.isfinite(value) or not 0 < value <= 1_000_000:
+        t.fail("weight", f"{_show(value)} is out of range; use a number > 0 and <= 1000000")
+    return float(value)
+
+
+def _parse_parent(t: _Table, raw: object, key: str, index: int) -> ParentConfig:
+    """One parent: a base URL string, or a table with url, weight, health_url and name."""
+    if isinstance(raw, str):
+        try:
+            return ParentConfig(url=_base_url(raw))
+        except ValueError as err:
+            t.fail(key, str(err))
+    if not isinstance(raw, dict):
+        t.fail(
+            key,
+            "must hold strings only (base URLs) or tables with a url, got "
+            f"{_describe(raw)}; write e.g. {_PARENTS_EXAMPLE}",
+        )
+    item = _Table(t.file, f"{t.key(key)}[{index}]", raw, _PARENT_KEYS)
+    try:
+        url = _base_url(item.string("url", example='"http://127.0.0.1:8081"'))
+    except ValueError as err:
+        item.fail("url", str(err))
+    health_url: str | None = None
+    if "health_url" in item:
+        try:
+            health_url = _health_url(
+                item.string("health_url", example='"http://127.0.0.1:9081/healthz"')
+            )
+        except ValueError as err:
+            item.fail("health_url", str(err))
+    name = item.word("name", None, '"regional-1"')
+    if name is not None and not _NODE_NAME_RE.fullmatch(name):
+        item.fail(
+            "name",
+            f'{_show(name)} is not a parent name; use up to 64 letters, digits, ".", "_" '
+            'and "-", e.g. "regional-1"',
+        )
+    return ParentConfig(url=url, weight=_weight(item), health_url=health_url, name=name)
+
+
+def _parse_parents(t: _Table, node: NodeConfig) -> tuple[ParentConfig, ...]:
+    """``parents = [...]`` (strings or tables) or ``[[upstream.parent]]`` tables."""
+    if "parents" in t and "parent" in t:
+        t.fail(
+            None,
+            "both parents and [[upstream.parent]] are set; list the parents in one of them",
+        )
+    key = "parent" if "parent" in t else "parents"
+    raw_list = t.data.get(key, [])
+    if not isinstance(raw_list, list):
+        if key == "parent":
+            t.fail(key, "must be an array of tables; write [[upstream.parent]] (double brackets)")
+        t._wrong_type(key, "an array of strings", raw_list, '["http://127.0.0.1:8081"]')
+    parents: list[ParentConfig] = []
+    for index, raw in enumerate(raw_list):
+        if key == "parent" and not isinstance(raw, dict):
+            t.fail(key, "must be an array of tables; write [[upstream.parent]] (double brackets)")
+        parent = _parse_parent(t, raw, key, index)
+        shown = _show(raw if isinstance(raw, str) else parent.url)
+        if any(p.url == parent.url for p in parents):
+            t.fail(key, f"{shown} is listed twice; list each parent once")
+        if any(p.ident == parent.ident for p in parents):
+            t.fail(key, f"two parents are named {_show(parent.ident)}; give each its own name")
+        if _is_own_address(parent.url, node):
+            t.fail(
+                key,
+                f"{shown} is this node's own listen address (a loop); "
+                "parents are nodes of the next tier",
+            )
+        parents.append(parent)
+    return tuple(parents)
+
+
+def _parse_health(t: _Table) -> HealthConfig:
+    h = t.table("health", _HEALTH_KEYS) or _empty(t, "health", _HEALTH_KEYS)
+
+    def default(name: str) -> Any:
+        return _field_default(HealthConfig, name)
+
+    interval = h.duration("interval", default("interval"), True, '"2s"')
+    timeout = h.duration("timeout", default("timeout"), True, '"1s"')
+    if timeout > interval:
+        h.fail(
+            "timeout", f"{timeout:g}s exceeds interval ({interval:g}s); need timeout <= interval"
+        )
+    return HealthConfig(
+        interval=interval,
+        timeout=timeout,
+        healthy_threshold=h.integer("healthy_threshold", default("healthy_threshold"), 1, 100),
+        unhealthy_threshold=h.integer(
+            "unhealthy_threshold", default("unhealthy_threshold"), 1, 100
+        ),
+        fail_threshold=h.integer("fail_threshold", default("fail_threshold"), 1, 1000),
+        retry_time=h.duration("retry_time", default("retry_time"), True, '"10s"'),
+    )
+
+
 def _parse_upstream(root: _Table, node: NodeConfig) -> UpstreamConfig:
     t = root.table(
         "upstream",
@@ -853,37 +1072,31 @@ def _parse_upstream(root: _Table, node: NodeConfig) -> UpstreamConfig:
         example='[upstream] with parents = ["http://HOST:PORT"] or an [upstream.s3] table',
     )
     assert t is not None
-    raw_parents = t.strings("parents", (), '["http://127.0.0.1:8081"]')
+    specs = _parse_parents(t, node)
     s3_table = t.table("s3", _S3_KEYS)
-    if raw_parents and s3_table is not None:
+    fallback_table = t.table("fallback_s3", _S3_KEYS)
+    if specs and s3_table is not None:
         t.fail(
             None,
             "both parents and [upstream.s3] are set; a node fetches from its parent "
             "nodes or from the S3 origin: remove one",
         )
-    if not raw_parents and s3_table is None:
+    if not specs and s3_table is None:
         t.fail(
             None,
             'neither parents nor [upstream.s3] is set; add parents = ["http://HOST:PORT"]'
             " or an [upstream.s3] table",
         )
-    parents: list[str] = []
-    for raw in raw_parents:
-        try:
-            url = _base_url(raw)
-        except ValueError as err:
-            t.fail("parents", str(err))
-        if url in parents:
-            t.fail("parents", f"{_show(raw)} is listed twice; list each parent once")
-        if _is_own_address(url, node):
-            t.fail(
-                "parents",
-                f"{_show(raw)} is this node's own listen address (a loop); "
-                "parents are nodes of the next tier",
-            )
-        parents.append(url)
+    if not specs:
+        for name in ("fallback_s3", "health"):
+            if name in t:
+                t.fail(
+                    name,
+                    "applies to nodes with parents only; this node fetches from [upstream.s3]:"
+                    " remove it",
+                )
     return UpstreamConfig(
-        parents=tuple(parents),
+        parents=tuple(p.url for p in specs),
         s3=_parse_s3(s3_table) if s3_table is not None else None,
         connect_timeout=t.duration(
             "connect_timeout", _field_default(UpstreamConfig, "connect_timeout"), True
@@ -894,6 +1107,9 @@ def _parse_upstream(root: _Table, node: NodeConfig) -> UpstreamConfig:
         max_connections=t.integer(
             "max_connections", _field_default(UpstreamConfig, "max_connections"), 1, 65535
         ),
+        parent_specs=specs,
+        health=_parse_health(t) if specs else HealthConfig(),
+        fallback_s3=_parse_s3(fallback_table) if fallback_table is not None else None,
     )
 
 
@@ -1057,6 +1273,8 @@ def _parse_policy(t: _Table) -> PolicyConfig:
         methods=_methods(t),
         other_methods=other,
         error_ttl=t.duration("error_ttl", _field_default(PolicyConfig, "error_ttl")),
+        slice_size=t.size("slice_size", 0),
+        slice_threshold=t.size("slice_threshold", 8 * 1024 * 1024),
         response_headers=_response_headers(t),
     )
 
@@ -1147,15 +1365,17 @@ def load_config(path: str) -> Config:
 def check_environment(config: Config, environ: Mapping[str, str] | None = None) -> list[str]:
     """Problems that prevent starting ``config`` in this environment (empty list: none).
 
-    Checks that the credentials' environment variables named by ``upstream.s3`` are set and
+    Checks that the credentials' environment variables named by ``upstream.s3`` (and
+    ``upstream.fallback_s3``) are set and
     non-empty (e.g. ``"AWS_SECRET_ACCESS_KEY is not set (upstream.s3.secret_key_env)"``) and
     that ``store.path`` is, or can be created as, a writable directory. ``environ`` defaults
     to ``os.environ``. Called at start, never at load.
     """
     env = os.environ if environ is None else environ
     problems: list[str] = []
-    s3 = config.upstream.s3
-    if s3 is not None:
+    for table, s3 in (("s3", config.upstream.s3), ("fallback_s3", config.upstream.fallback_s3)):
+        if s3 is None:
+            continue
         for key, name in (
             ("access_key_env", s3.access_key_env),
             ("secret_key_env", s3.secret_key_env),
@@ -1164,9 +1384,9 @@ def check_environment(config: Config, environ: Mapping[str, str] | None = None) 
             if name is None:
                 continue
             if name not in env:
-                problems.append(f"{name} is not set (upstream.s3.{key}); export it")
+                problems.append(f"{name} is not set (upstream.{table}.{key}); export it")
             elif not env[name]:
-                problems.append(f"{name} is empty (upstream.s3.{key}); export its value")
+                problems.append(f"{name} is empty (upstream.{table}.{key}); export its value")
     path = config.store.path
     probe = path
     while not os.path.exists(probe):

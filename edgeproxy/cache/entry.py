@@ -41,6 +41,7 @@ class Entry:
         "request_time",
         "response_time",
         "size",
+        "sliced",
         "status",
         "vary",
         "verified",
@@ -63,6 +64,7 @@ class Entry:
         body_file: str,
         vary: dict[str, str | None] | None = None,
         verified: bool = True,
+        sliced: tuple[int, int] | None = None,
     ) -> None:
         self.key_hex = key_hex
         self.path = path
@@ -77,6 +79,9 @@ class Entry:
         self.body_file = body_file
         self.vary = vary
         self.verified = verified
+        # a slice manifest: (total length, slice size); its body is empty and the bytes live
+        # in the slice entries (key variant "slice:N"), all of this version (same ETag)
+        self.sliced = sliced
         self.mapped: Any = None  # mmap of the body, opened lazily by the store
         self.head_cache: Any = None  # pre-serialised response head, built by the server
         self.set_headers(headers)
@@ -121,6 +126,7 @@ class Entry:
                 "checksum": self.checksum,
                 "body": self.body_file,
                 "vary": self.vary,
+                "sliced": list(self.sliced) if self.sliced else None,
             },
             separators=(",", ":"),
         ).encode()
@@ -134,6 +140,7 @@ class Entry:
                 raise ValueError(f"unknown metadata version {d.get('v')!r}")
             headers = [(str(n), str(v)) for n, v in d["headers"]]
             vary = d.get("vary")
+            sliced = d.get("sliced")
             return cls(
                 key_hex=str(d["key"]),
                 path=str(d["path"]),
@@ -149,6 +156,7 @@ class Entry:
                 body_file=str(d["body"]),
                 vary=dict(vary) if vary is not None else None,
                 verified=False,
+                sliced=(int(sliced[0]), int(sliced[1])) if sliced else None,
             )
         except (KeyError, TypeError, ValueError, json.JSONDecodeError) as exc:
             raise ValueError(f"bad entry metadata: {exc}") from exc

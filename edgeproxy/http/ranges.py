@@ -59,3 +59,31 @@ def parse_range(value: str | None, length: int) -> list[tuple[int, int]] | str |
     if not result:
         return UNSATISFIABLE
     return result
+
+
+def slice_indexes(first: int, last: int, slice_size: int) -> range:
+    """Indexes of the aligned slices covering bytes ``first..last`` (inclusive)."""
+    return range(first // slice_size, last // slice_size + 1)
+
+
+def slice_bounds(index: int, slice_size: int, total: int) -> tuple[int, int]:
+    """Inclusive byte positions of slice ``index`` of an object of ``total`` bytes."""
+    first = index * slice_size
+    return first, min(first + slice_size, total) - 1
+
+
+def parse_content_range(value: str | None) -> tuple[int, int, int] | None:
+    """``bytes FIRST-LAST/TOTAL`` (RFC 9110 sec. 14.4) -> the three numbers; else None."""
+    if not value:
+        return None
+    unit, _, rest = value.strip().partition(" ")
+    if unit.lower() != "bytes":
+        return None
+    span, _, total_s = rest.strip().partition("/")
+    first_s, dash, last_s = span.partition("-")
+    if not dash or not (first_s.isdigit() and last_s.isdigit() and total_s.isdigit()):
+        return None
+    first, last, total = int(first_s), int(last_s), int(total_s)
+    if last < first or last >= total:
+        return None
+    return first, last, total

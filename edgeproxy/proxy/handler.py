@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-import os
 import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
@@ -49,7 +48,7 @@ from edgeproxy.http.freshness import (
     storability,
 )
 from edgeproxy.http.headers import strip_hop_by_hop, update_stored_headers
-from edgeproxy.http.ranges import UNSATISFIABLE, parse_range
+from edgeproxy.http.ranges import UNSATISFIABLE, parse_content_range, parse_range
 from edgeproxy.proxy.coalesce import (
     Bypass,
     Coalescer,
@@ -59,7 +58,9 @@ from edgeproxy.proxy.coalesce import (
     LocalFill,
     Outcome,
 )
+from edgeproxy.proxy.fillread import FillFailed, fill_chunks
 from edgeproxy.proxy.s3 import map_s3_status, s3_error_code
+from edgeproxy.proxy.slices import Slicer
 from edgeproxy.proxy.upstream import NoSuchTarget, Upstream, UpstreamError
 
 if TYPE_CHECKING:
@@ -129,6 +130,7 @@ class Node:
         self.sf_name = sf_token_or_string(self.name)
         self.via_value = f"1.1 {self.name}"
         self.coalescer = coalescer
+        self.slicer = Slicer(self)
         self.epoch: SharedEpoch | None = None  # set on multi-process nodes
         self.seen_epoch = 0
         self._memo: dict[str, tuple[PolicyConfig, CacheKey]] = {}
@@ -208,7 +210,13 @@ class Node:
             return False
         store = self.store
         entry = store.index.get(key.hex)
-        if entry is None or entry.vary is not None or not entry.verified or entry.cc.no_cache:
+        if (
+            entry is None
+            or entry.vary is not None
+            or not entry.verified
+            or entry.cc.no_cache
+            or entry.sliced is not None
+        ):
             return False
         now = time.time()
         if now >= entry.fresh_until:
@@ -323,6 +331,11 @@ class Node:
                 req_cc=req_cc,
                 req_pragma_no_cache=pragma_no_cache,
             )
+            if state is Freshness.FRESH and entry.sliced is not None:
+                self._count(Phase.HIT)
+                member = cache_status_member(self.sf_name, hit=True, ttl=entry.ttl(now))
+                await self.slicer.serve(req, resp, policy, key, entry, member)
+                return
             if state is Freshness.FRESH:
                 self._count(Phase.HIT)
                 await self._serve_entry(
@@ -333,7 +346,7 @@ class Node:
                     cache_status_member(self.sf_name, hit=True, ttl=entry.ttl(now)),
                 )
                 return
-            if state is Freshness.STALE_WHILE_REVALIDATE:
+            if state is Freshness.STALE_WHILE_REVALIDATE and entry.sliced is None:
                 self._count(Phase.STALE_SERVED)
                 self._background_revalidate(entry, policy, key)
                 await self._serve_entry(
@@ -360,7 +373,12 @@ class Node:
                 member=cache_status_member(self.sf_name, fwd="miss", detail="only-if-cached"),
             )
             return
-        await self._fetch(req, resp, policy, key, entry, fwd, req_cc)
+        # slice mode: a Range request for an unknown object, or a stale manifest, is probed
+        probe = policy.slice_size > 0 and (
+            (entry is not None and entry.sliced is not None)
+            or (entry is None and req.headers.get("range") is not None)
+        )
+        await self._fetch(req, resp, policy, key, entry, fwd, req_cc, probe=probe)
 
     def _vary_matches(self, entry: Entry, headers: CIMultiDict[str]) -> bool:
         """RFC 9111 sec. 4.1: selecting header fields of the request match the stored ones.
@@ -479,6 +497,8 @@ class Node:
         stale: Entry | None,
         fwd: str,
         req_cc: CacheControl,
+        *,
+        probe: bool = False,
     ) -> None:
         """Single flight (see coalesce.py): lead the fill, follow another's, or go alone."""
         bypass_queue = req_cc.no_store or fwd == "request"
@@ -497,7 +517,9 @@ class Node:
                 if outcome not in (Outcome.UPSTREAM_ERROR, Outcome.DANGLING) or attempt:
                     break  # uncacheable or timed out: go alone; an error: retry once
         try:
-            await self._fetch_and_serve(req, resp, policy, key, stale, fwd, req_cc, lead)
+            await self._fetch_and_serve(
+                req, resp, policy, key, stale, fwd, req_cc, lead, probe=probe
+            )
         finally:
             if lead is not None and lead.outcome is None and not lead.handed_off:
                 await lead.finish(Outcome.UPSTREAM_ERROR)  # never leave a lock behind
@@ -612,51 +634,13 @@ class Node:
         resp.start(status, fields, content_length=count, reason=reason)
         if req.method == "HEAD" or count == 0:
             return
+        end = None if count is None else start + count
         try:
-            fd = await self.store.run_io(os.open, head.part_path, os.O_RDONLY)
-        except OSError:
-            fd = None
-        if fd is None:
-            # already published (renamed) before we could open it: read the stored entry
-            while fill.outcome is None:
-                await fill.changed(1.0)
-            entry = await self.store.lookup(key.hex)
-            if fill.outcome is not Outcome.DONE or entry is None:
-                resp.abort()
-                return
-            end = entry.size if count is None else start + count
-            data = await self.store.read_range(entry, start, end - start)
-            await resp.write(data)
-            return
-        assert isinstance(fd, int)
-        try:
-            offset = start
-            end = None if count is None else start + count
-            while end is None or offset < end:
-                available = fill.written if end is None else min(fill.written, end)
-                if offset < available:
-                    size = min(available - offset, FILL_READ_CHUNK)
-                    data = await self.store.run_io(os.pread, fd, size, offset)
-                    assert isinstance(data, bytes)
-                    if not data:
-                        await fill.changed(0.05)
-                        continue
-                    offset += len(data)
-                    await resp.write(data)
-                    continue
-                outcome = fill.outcome
-                if outcome is not None:
-                    if outcome is Outcome.DONE and offset >= fill.written:
-                        if end is not None and offset < end:
-                            resp.abort()  # the fill ended short of the range
-                        return
-                    if outcome is not Outcome.DONE:
-                        resp.abort()
-                        return
-                    continue
-                await fill.changed(1.0)
-        finally:
-            await self.store.run_io(os.close, fd)
+            async for chunk in fill_chunks(self.store, key.hex, fill, head, start, end):
+                await resp.write(chunk)
+        except FillFailed as exc:
+            log.info("cutting %s %s: %s", req.method, req.target, exc)
+            resp.abort()
 
     async def _fetch_and_serve(
         self,
@@ -668,17 +652,18 @@ class Node:
         fwd: str,
         req_cc: CacheControl,
         lead: LocalFill | None,
+        *,
+        probe: bool = False,
     ) -> None:
         """Fetch from upstream; a storable answer is filled in the background and streamed
         from its part file to this client and every follower."""
         validators = stale if stale is not None and (stale.etag or stale.last_modified) else None
         request_time = time.time()
+        fields = self._upstream_headers(key, validators, policy, req.headers)
+        if probe:
+            fields.append(("Range", "bytes=0-0"))  # learn the length: slice mode or whole
         try:
-            upstream = await self.upstream.open(
-                "GET",
-                key.upstream_target,
-                self._upstream_headers(key, validators, policy, req.headers),
-            )
+            upstream = await self.upstream.open("GET", key.upstream_target, fields)
         except NoSuchTarget:
             await self._simple(
                 resp,
@@ -721,6 +706,7 @@ class Node:
                 upstream,
                 request_time,
                 lead,
+                probe,
             )
         finally:
             if remaining is not None:
@@ -750,6 +736,7 @@ class Node:
         upstream: aiohttp.ClientResponse,
         request_time: float,
         lead: LocalFill | None,
+        probe: bool = False,
     ) -> aiohttp.ClientResponse | None:
         """Answer from the upstream response. Returns the response if the caller must still
         release it, None when a background fill took it over."""
@@ -791,9 +778,12 @@ class Node:
             member = cache_status_member(
                 self.sf_name, fwd=fwd, fwd_status=304, stored=True, ttl=validators.ttl(time.time())
             )
-            await self._serve_entry(
-                req, resp, validators, policy, member, upstream_status=upstream_cs
-            )
+            if validators.sliced is not None:
+                await self.slicer.serve(req, resp, policy, key, validators, member, upstream_cs)
+            else:
+                await self._serve_entry(
+                    req, resp, validators, policy, member, upstream_status=upstream_cs
+                )
             return upstream
         if status >= 500 and stale is not None and self._stale_if_error(stale, req_cc):
             self._count(Phase.STALE_SERVED)
@@ -808,9 +798,11 @@ class Node:
             )
             return upstream
         resp_cc = parse_cache_control(upstream_headers.getall("cache-control", []))
+        # a probe's 206 stands for the whole object (its manifest), judged as a 200 would be
+        effective_status = 200 if probe and status == 206 else status
         reason = storability(
             "GET",
-            status,
+            effective_status,
             req.headers,
             req_cc,
             upstream_headers,
@@ -830,7 +822,7 @@ class Node:
         lifetime = 0.0
         if no_store_detail is None:
             raw_lifetime, source = freshness_lifetime(
-                status, upstream_headers, resp_cc, response_time=response_time
+                effective_status, upstream_headers, resp_cc, response_time=response_time
             )
             if status in (404, 410) and source in ("none", "heuristic"):
                 lifetime = policy.error_ttl
@@ -846,6 +838,37 @@ class Node:
                 stored_headers.get("etag") or stored_headers.get("last-modified")
             ):
                 no_store_detail = "no-freshness"
+        if probe and status == 206:
+            span = parse_content_range(upstream_headers.get("content-range"))
+            total = span[2] if span is not None else 0
+            if (
+                no_store_detail is None
+                and span is not None
+                and total > max(policy.slice_threshold, policy.slice_size)
+            ):
+                manifest = self.slicer.manifest_from_probe(
+                    policy,
+                    key,
+                    stored_headers,
+                    total,
+                    request_time,
+                    response_time,
+                    corrected_initial_age(upstream_headers, request_time, response_time),
+                    lifetime,
+                )
+                await self.slicer.publish_manifest(policy, key, manifest, stale)
+                if lead is not None:
+                    await lead.finish(Outcome.REVALIDATED)  # followers read the manifest
+                self._count(Phase.MISS)
+                member = cache_status_member(
+                    self.sf_name, fwd=fwd, stored=True, ttl=int(lifetime), detail="sliced"
+                )
+                await self.slicer.serve(req, resp, policy, key, manifest, member, upstream_cs)
+                return upstream
+            # small enough (or not storable): fetch the whole object, as any miss
+            upstream.release()
+            await self._fetch_and_serve(req, resp, policy, key, None, fwd, req_cc, lead)
+            return None
         content_length = upstream.content_length
         if content_length is not None and not self.store.admits(content_length):
             no_store_detail = "too-large"

@@ -1,0 +1,75 @@
+"""Reading a fill while it is written (read-while-writer), as an async iterator of chunks.
+
+Contract: :func:`fill_chunks` yields the bytes ``start..end`` (``end`` None: to the end of the
+body) of a fill's growing part file as they arrive, at the reader's pace (bounded memory), and
+raises :class:`FillFailed` if the fill ends without those bytes: a caller that already sent a
+response head must then cut the connection. When the part file was already published (renamed)
+before it could be opened, the stored entry is read instead.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+
+from edgeproxy.proxy.coalesce import Fill, FillHead, Outcome
+
+if TYPE_CHECKING:
+    from edgeproxy.cache.store import DiskStore
+
+READ_CHUNK = 256 * 1024
+
+
+class FillFailed(Exception):
+    """The fill ended without the requested bytes."""
+
+
+async def fill_chunks(
+    store: DiskStore, key_hex: str, fill: Fill, head: FillHead, start: int, end: int | None
+) -> AsyncIterator[bytes]:
+    try:
+        fd = await store.run_io(os.open, head.part_path, os.O_RDONLY)
+    except OSError:
+        fd = None
+    if fd is None:
+        while fill.outcome is None:
+            await fill.changed(1.0)
+        entry = await store.lookup(key_hex)
+        if fill.outcome is not Outcome.DONE or entry is None:
+            raise FillFailed(f"fill of {key_hex} ended {fill.outcome}")
+        stop = entry.size if end is None else end
+        offset = start
+        while offset < stop:
+            data = await store.read_range(entry, offset, min(READ_CHUNK, stop - offset))
+            if not data:
+                raise FillFailed("stored body shorter than announced")
+            offset += len(data)
+            yield data
+        return
+    assert isinstance(fd, int)
+    try:
+        offset = start
+        while end is None or offset < end:
+            available = fill.written if end is None else min(fill.written, end)
+            if offset < available:
+                data = await store.run_io(os.pread, fd, min(available - offset, READ_CHUNK), offset)
+                assert isinstance(data, bytes)
+                if not data:
+                    await fill.changed(0.05)
+                    continue
+                offset += len(data)
+                yield data
+                continue
+            outcome = fill.outcome
+            if outcome is None:
+                await fill.changed(1.0)
+                continue
+            if outcome is not Outcome.DONE:
+                raise FillFailed(f"fill of {key_hex} ended {outcome.as_str()}")
+            if offset >= fill.written:
+                if end is not None and offset < end:
+                    raise FillFailed("fill ended short of the requested range")
+                return
+    finally:
+        await store.run_io(os.close, fd)
