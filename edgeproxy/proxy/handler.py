@@ -946,9 +946,12 @@ class Node:
                 )
                 self._background.add(task)
                 task.add_done_callback(self._background.discard)
-                await self._stream_fill(
-                    req, resp, key, fill, head, member, leader=True, fields=out[:-1]
-                )
+                try:
+                    await self._stream_fill(
+                        req, resp, key, fill, head, member, leader=True, fields=out[:-1]
+                    )
+                except ConnectionError:
+                    resp.abort()  # our client left; the fill task owns the upstream answer
                 return None
         if lead is not None:
             await lead.finish(Outcome.UNCACHEABLE)
