@@ -27,6 +27,7 @@ class Entry:
         "body_file",
         "cc",
         "checksum",
+        "compress_ok",
         "etag",
         "fresh_until",
         "head_cache",
@@ -42,6 +43,7 @@ class Entry:
         "response_time",
         "size",
         "sliced",
+        "source",
         "status",
         "vary",
         "verified",
@@ -65,6 +67,7 @@ class Entry:
         vary: dict[str, str | None] | None = None,
         verified: bool = True,
         sliced: tuple[int, int] | None = None,
+        source: str | None = None,
     ) -> None:
         self.key_hex = key_hex
         self.path = path
@@ -82,6 +85,9 @@ class Entry:
         # a slice manifest: (total length, slice size); its body is empty and the bytes live
         # in the slice entries (key variant "slice:N"), all of this version (same ETag)
         self.sliced = sliced
+        # a compressed variant: the checksum of the identity body it was made from
+        self.source = source
+        self.compress_ok: bool | None = None  # runtime: may variants be made (per policy)
         self.mapped: Any = None  # mmap of the body, opened lazily by the store
         self.head_cache: Any = None  # pre-serialised response head, built by the server
         self.set_headers(headers)
@@ -127,6 +133,7 @@ class Entry:
                 "body": self.body_file,
                 "vary": self.vary,
                 "sliced": list(self.sliced) if self.sliced else None,
+                "source": self.source,
             },
             separators=(",", ":"),
         ).encode()
@@ -157,6 +164,7 @@ class Entry:
                 vary=dict(vary) if vary is not None else None,
                 verified=False,
                 sliced=(int(sliced[0]), int(sliced[1])) if sliced else None,
+                source=d.get("source"),
             )
         except (KeyError, TypeError, ValueError, json.JSONDecodeError) as exc:
             raise ValueError(f"bad entry metadata: {exc}") from exc

@@ -37,6 +37,7 @@ from edgeproxy.http.cache_control import CacheControl, parse_cache_control, requ
 from edgeproxy.http.cache_status import append_cache_status, cache_status_member, sf_token_or_string
 from edgeproxy.http.conditional import not_modified
 from edgeproxy.http.dates import format_http_date
+from edgeproxy.http.encoding import identity_headers, negotiate, should_compress
 from edgeproxy.http.freshness import (
     Freshness,
     apply_policy_ttl,
@@ -62,6 +63,7 @@ from edgeproxy.proxy.fillread import FillFailed, fill_chunks
 from edgeproxy.proxy.s3 import map_s3_status, s3_error_code
 from edgeproxy.proxy.slices import Slicer
 from edgeproxy.proxy.upstream import NoSuchTarget, Upstream, UpstreamError
+from edgeproxy.proxy.variants import Variants
 
 if TYPE_CHECKING:
     from edgeproxy.cache.epoch import SharedEpoch
@@ -131,6 +133,7 @@ class Node:
         self.via_value = f"1.1 {self.name}"
         self.coalescer = coalescer
         self.slicer = Slicer(self)
+        self.variants = Variants(self)
         self.epoch: SharedEpoch | None = None  # set on multi-process nodes
         self.seen_epoch = 0
         self._memo: dict[str, tuple[PolicyConfig, CacheKey]] = {}
@@ -221,12 +224,27 @@ class Node:
         now = time.time()
         if now >= entry.fresh_until:
             return False
-        body = store.ram.get(key.hex)
+        if policy.compress:
+            ok = entry.compress_ok
+            if ok is None:
+                if "accept-encoding" in hdict:
+                    return False  # the slow path decides whether variants may be made
+            elif ok:
+                bucket = negotiate(hdict.get("accept-encoding"))
+                if bucket == "br" or bucket == "gzip":
+                    variant = self.variants.stored(
+                        entry, self.variants.key_for(policy, key, bucket)
+                    )
+                    if variant is None or not variant.verified:
+                        return False
+                    store.policy.touch(key.hex, now)
+                    entry = variant  # same freshness as the identity entry it was made from
+        body = store.ram.get(entry.key_hex)
         if body is None:
             body = entry.mapped
             if body is None or entry.size > 1024 * 1024:
                 return False
-        store.policy.touch(key.hex, now)
+        store.policy.touch(entry.key_hex, now)
         second = int(now)
         cached = entry.head_cache
         if cached is not None and cached[0] == second:
@@ -336,6 +354,17 @@ class Node:
                 member = cache_status_member(self.sf_name, hit=True, ttl=entry.ttl(now))
                 await self.slicer.serve(req, resp, policy, key, entry, member)
                 return
+            if state is Freshness.FRESH and policy.compress and "range" not in headers:
+                bucket = negotiate(headers.get("accept-encoding"))
+                if (bucket == "br" or bucket == "gzip") and self.variants.compress_ok(
+                    entry, policy
+                ):
+                    variant = await self.variants.get(policy, key, entry, bucket)
+                    if variant is not None:
+                        self._count(Phase.HIT)
+                        member = cache_status_member(self.sf_name, hit=True, ttl=entry.ttl(now))
+                        await self._serve_entry(req, resp, variant, policy, member)
+                        return
             if state is Freshness.FRESH:
                 self._count(Phase.HIT)
                 await self._serve_entry(
@@ -819,6 +848,18 @@ class Node:
         if no_store_detail is None and req_cc.no_store:
             no_store_detail = "request-no-store"
         stored_headers = self._headers_to_store(upstream_headers, resp_cc, response_time)
+        compressible = should_compress(
+            policy_compress=policy.compress,
+            status=effective_status,
+            content_type=upstream_headers.get("content-type"),
+            content_encoding=upstream_headers.get("content-encoding"),
+            content_length=upstream.content_length,
+            resp_cc_no_transform=resp_cc.no_transform,
+            has_range=False,
+        )
+        if compressible:
+            # every answer of a resource this cache compresses says so (RFC 9110 sec. 12.5.5)
+            stored_headers = CIMultiDict(identity_headers(stored_headers.items()))
         lifetime = 0.0
         if no_store_detail is None:
             raw_lifetime, source = freshness_lifetime(
@@ -904,6 +945,8 @@ class Node:
         # The requester gets every end-to-end field, including those a qualified private= or
         # no-cache= keeps out of the stored copy, and its own Set-Cookie (RFC 9111 sec. 5.2.2).
         out = list(self._client_fields(upstream_headers, response_time).items())
+        if compressible:
+            out = identity_headers(out)
         out.append(("Via", self.via_value))
         out.extend(policy.response_headers)
         if entry is not None:
@@ -1231,6 +1274,8 @@ class Node:
         policy = self.config.policy_for(norm)
         key = build_key(policy, norm, {})
         await self.store.drop(key.hex)
+        for bucket in ("br", "gzip"):
+            await self.store.drop(self.variants.key_for(policy, key, bucket).hex)
         for hex_key, entry in list(self.store.index.items()):
             if entry.path == norm and hex_key != key.hex:
                 await self.store.drop(hex_key)
