@@ -23,6 +23,8 @@ from edgeproxy.proxy.upstream import Upstream
 
 log = logging.getLogger("edgeproxy")
 
+STATE_SAVE_INTERVAL = 300.0  # the eviction policy's popularity state, also saved at stop
+
 
 class RunningNode:
     """A node started inside the current event loop."""
@@ -50,6 +52,7 @@ class RunningNode:
         self.node = Node(config, self.store, self.upstream, self.coalescer)
         self.server = HttpServer(self.node, config.node)
         self._admin_runner: web.AppRunner | None = None
+        self._saver: asyncio.Task[None] | None = None
         self.port = 0
         self.admin_port = 0
 
@@ -61,6 +64,7 @@ class RunningNode:
         port = cfg.listen_port if listen_port is None else listen_port
         await self.server.start(cfg.listen_host, port, reuse_port=self.worker)
         self.port = self.server.port
+        self._saver = asyncio.get_running_loop().create_task(self._save_periodically())
         if self.worker:
             from edgeproxy.cache.epoch import SharedEpoch
 
@@ -74,7 +78,14 @@ class RunningNode:
         server = site._server
         self.admin_port = server.sockets[0].getsockname()[1] if server else cfg.admin_port
 
+    async def _save_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(STATE_SAVE_INTERVAL)
+            await self.store.save_state()
+
     async def stop(self, drain_timeout: float = 10.0) -> None:
+        if self._saver is not None:
+            self._saver.cancel()
         await self.server.stop(drain_timeout)
         await self.node.drain(drain_timeout)
         if self._admin_runner is not None:

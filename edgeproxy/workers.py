@@ -52,6 +52,8 @@ class Reporter:
     def __call__(self, kind: str, key: str, size: int) -> None:
         if kind == "a":
             self.touched.add(key)
+        elif kind == "m" and len(self.lines) > 10_000:
+            return  # best effort under a flood of misses: the budget lines matter more
         else:
             self.lines.append(f"{kind} {key} {size}\n")
 
@@ -61,7 +63,7 @@ class Reporter:
             await asyncio.sleep(REPORT_INTERVAL)
             if not self.lines and not self.touched:
                 continue
-            batch = [f"a {key}\n" for key in self.touched]
+            batch = [f"a {key}\n" for key in self.touched]  # one per key per batch
             batch.extend(self.lines)  # stores after accesses: a new entry starts most recent
             self.touched.clear()
             self.lines = []
@@ -241,6 +243,11 @@ class Master:
                     proc.kill()
                 await proc.wait()
 
+    async def _save_periodically(self) -> None:
+        while not self.stopping:
+            await asyncio.sleep(300.0)
+            await self.manager.save_state()
+
     def admin_app(self) -> web.Application:
         async def healthz(_: web.Request) -> web.Response:
             return web.json_response(
@@ -310,10 +317,12 @@ class Master:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         loop.add_signal_handler(signal.SIGHUP, lambda: self._track(self.reload()))
+        self._track(self._save_periodically())
         await stop.wait()
         log.info("node %s stopping", cfg.node.name)
         await self.stop()
         await runner.cleanup()
+        await self.manager.save_state()
         self.manager.close()
         if self._holder is not None:
             self._holder.close()

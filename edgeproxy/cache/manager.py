@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from edgeproxy.cache.entry import Entry
-from edgeproxy.cache.eviction import LruPolicy
+from edgeproxy.cache.eviction import PopularityPolicy
 
 log = logging.getLogger("edgeproxy.manager")
 
@@ -27,15 +27,23 @@ class StoreManager:
         self.max_size = max_size
         self.sizes: dict[str, int] = {}
         self.used_bytes = 0
-        self.policy = LruPolicy()
+        self.policy = PopularityPolicy.for_disk(max_size)
+        self.state_path = self.root / "policy.state"
         self.evictions = 0
         self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="manager")
 
     async def start(self) -> None:
-        found = await asyncio.get_running_loop().run_in_executor(self._executor, self._scan)
+        loop = asyncio.get_running_loop()
         now = time.time()
+        try:
+            raw = await loop.run_in_executor(self._executor, self.state_path.read_bytes)
+            self.policy.load_state(raw, now)
+        except (OSError, ValueError) as exc:
+            log.info("no usable policy state (%s): starting cold", exc)
+        found = await loop.run_in_executor(self._executor, self._scan)
         for key, size in found:
             self._add(key, size, now)
+        self.policy.finish_load()
         await self.enforce()
         log.info("manager: %d entries, %d bytes", len(self.sizes), self.used_bytes)
 
@@ -75,6 +83,8 @@ class StoreManager:
             self._add(key, int(parts[2]), now)
         elif kind == "a":
             self.policy.touch(key, now)
+        elif kind == "m" and len(parts) == 3:
+            self.policy.record_miss(key, int(parts[2]), now)
         elif kind == "d":
             self._remove(key)
 
@@ -85,6 +95,7 @@ class StoreManager:
         victims = list(self.policy.victims(over, time.time()))
         for key in victims:
             self._remove(key)
+            self.policy.remove(key)  # named victims always leave the policy
         self.evictions += len(victims)
         await asyncio.get_running_loop().run_in_executor(self._executor, self._delete, victims)
 
@@ -97,6 +108,20 @@ class StoreManager:
                 (meta.parent / entry.body_file).unlink()
             except (OSError, ValueError):
                 continue
+
+    async def save_state(self) -> None:
+        """Persist the popularity state (temp file + rename), off the event loop."""
+        raw = self.policy.dump_state()
+
+        def _write() -> None:
+            tmp = self.state_path.with_name(f"policy.state.{os.getpid()}.tmp")
+            tmp.write_bytes(raw)
+            os.rename(tmp, self.state_path)
+
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._executor, _write)
+        except OSError as exc:
+            log.warning("cannot save the policy state: %s", exc)
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)

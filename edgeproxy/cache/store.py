@@ -37,7 +37,7 @@ import xxhash
 from cachetools import LRUCache
 
 from edgeproxy.cache.entry import Entry
-from edgeproxy.cache.eviction import LruPolicy
+from edgeproxy.cache.eviction import LruPolicy, PopularityPolicy
 
 log = logging.getLogger("edgeproxy.store")
 
@@ -160,7 +160,12 @@ class DiskStore:
         self.ram_object_max = ram_object_max
         self.index: dict[str, Entry] = {}
         self.used_bytes = 0
-        self.policy = LruPolicy()
+        # the popularity-aware policy owns the budget of a single-process node; a worker's
+        # view of a shared store is only capped (LRU), the manager decides for the store
+        self.policy: LruPolicy | PopularityPolicy = (
+            LruPolicy() if shared else PopularityPolicy.for_disk(max_size)
+        )
+        self.state_path = self.root / "policy.state"
         self.ram: LRUCache[str, bytes] = LRUCache(maxsize=max(ram_size, 1), getsizeof=len)
         self._executor = executor or ThreadPoolExecutor(max_workers=4, thread_name_prefix="store")
         self.executor = self._executor
@@ -170,6 +175,7 @@ class DiskStore:
         self._started_at = 0.0
         self.evictions = 0
         self.corrupt_dropped = 0
+        self._closed = False
 
     # ---- plumbing -------------------------------------------------------------------------
 
@@ -209,12 +215,22 @@ class DiskStore:
 
     async def _load_index(self) -> None:
         try:
+            if not self.shared:
+                raw = await self.run_io(self._read_state_sync)
+                if isinstance(raw, bytes):
+                    try:
+                        self.policy.load_state(raw, self._clock())
+                    except ValueError as exc:
+                        log.warning("policy state unreadable (%s): starting cold", exc)
             entries = await self.run_io(self._scan_sync)
             assert isinstance(entries, list)
             for entry in entries:
                 if entry.key_hex in self.index:
                     continue  # written by this process meanwhile: newer
                 self._index_add(entry)
+            finish = getattr(self.policy, "finish_load", None)
+            if finish is not None:
+                finish()
             self._enforce_budget()
             log.info(
                 "store %s: indexed %d entries, %d bytes",
@@ -260,6 +276,38 @@ class DiskStore:
                         pass
         found.sort(key=lambda item: item[0])  # oldest first = least recently used first
         return [entry for _, entry in found]
+
+    def _read_state_sync(self) -> bytes | None:
+        try:
+            return self.state_path.read_bytes()
+        except OSError:
+            return None
+
+    def _write_state_sync(self, raw: bytes) -> None:
+        tmp = self.tmp_dir / f"policy.state.{os.getpid()}"
+        tmp.write_bytes(raw)
+        os.rename(tmp, self.state_path)
+
+    async def save_state(self) -> None:
+        """Persist the policy's popularity state (so a restart does not forget what is hot)."""
+        if self.shared:
+            return
+        try:
+            await self.run_io(self._write_state_sync, self.policy.dump_state())
+        except OSError as exc:
+            log.warning("cannot save the policy state: %s", exc)
+
+    def touch(self, key_hex: str, now: float) -> None:
+        """Record a hit (the fast path calls this directly)."""
+        self.policy.touch(key_hex, now)
+        if self.report is not None:
+            self.report("a", key_hex, 0)
+
+    def record_miss(self, key_hex: str, size: int, now: float) -> None:
+        """Tell the admission filter about a request for an object not stored."""
+        self.policy.record_miss(key_hex, size, now)
+        if self.report is not None:
+            self.report("m", key_hex, size)
 
     def _read_meta_sync(self, path: Path) -> Entry | None:
         try:
@@ -375,7 +423,7 @@ class DiskStore:
 
     def admits(self, size: int | None) -> bool:
         """Whether an object of this size may be stored at all (unknown size: yes)."""
-        return size is None or self.policy.admit(size, self.max_size)
+        return size is None or self.policy.fits(size, self.max_size)
 
     def new_writer(self, key_hex: str, *, streaming: bool = False) -> BodyWriter:
         return BodyWriter(self, key_hex, streaming=streaming)
@@ -455,7 +503,7 @@ class DiskStore:
         self.index.clear()
         self.ram.clear()
         self.used_bytes = 0
-        self.policy = LruPolicy()
+        self.policy = LruPolicy() if self.shared else PopularityPolicy.for_disk(self.max_size)
 
     # ---- index and budget ------------------------------------------------------------------
 
@@ -509,6 +557,7 @@ class DiskStore:
         for key_hex in list(self.policy.victims(over, self._clock())):
             entry = self.index.get(key_hex)
             if entry is None:
+                self.policy.remove(key_hex)  # named victims always leave the policy
                 continue
             if self.shared:
                 # a worker's view only: forget it here; the manager deletes the files
@@ -521,6 +570,11 @@ class DiskStore:
                 self.evictions += 1
 
     async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
         if self._load_task is not None and not self._load_task.done():
             self._load_task.cancel()
+        elif not self.shared and self._load_task is not None:
+            await self.save_state()
         self._executor.shutdown(wait=True)

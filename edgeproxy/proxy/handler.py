@@ -237,14 +237,14 @@ class Node:
                     )
                     if variant is None or not variant.verified:
                         return False
-                    store.policy.touch(key.hex, now)
+                    store.touch(key.hex, now)
                     entry = variant  # same freshness as the identity entry it was made from
         body = store.ram.get(entry.key_hex)
         if body is None:
             body = entry.mapped
             if body is None or entry.size > 1024 * 1024:
                 return False
-        store.policy.touch(entry.key_hex, now)
+        store.touch(entry.key_hex, now)
         second = int(now)
         cached = entry.head_cache
         if cached is not None and cached[0] == second:
@@ -339,6 +339,8 @@ class Node:
         if entry is not None and not await self.store.ensure_readable(entry):
             entry = None
         now = time.time()
+        if entry is None:
+            self.store.record_miss(key.hex, 0, now)  # the admission filter learns demand
         if entry is not None:
             state = decide(
                 now=now,
