@@ -7,7 +7,10 @@ Contract:
   path too.
 - A variant records the identity body it was made from (``Entry.source`` = its checksum) and
   shares its freshness: it is served only while the identity entry is fresh and unchanged;
-  a new identity body makes a new variant.
+  a new identity body, or a revalidated identity entry, makes a new variant.
+- An origin answer that is already coded (Content-Encoding from the origin, e.g. objects
+  stored gzip-compressed in S3) is stored and served as the origin sent it, like the origin
+  itself would answer any client; it is never coded twice.
 - What may be compressed is decided by :func:`edgeproxy.http.encoding.should_compress` (policy,
   media type, size, status, no-transform, no Content-Encoding); compression of anything but a
   small body runs in the executor.
@@ -73,7 +76,7 @@ class Variants:
     def stored(self, identity: Entry, vkey: CacheKey) -> Entry | None:
         """The stored variant made from this identity body, if any (no I/O)."""
         variant = self.node.store.index.get(vkey.hex)
-        if variant is not None and variant.source == identity.checksum:
+        if variant is not None and _made_from(variant, identity):
             return variant
         return None
 
@@ -86,7 +89,7 @@ class Variants:
         variant = await store.lookup(vkey.hex)
         if (
             variant is not None
-            and variant.source == identity.checksum
+            and _made_from(variant, identity)
             and await store.ensure_readable(variant)
         ):
             return variant
@@ -128,3 +131,9 @@ class Variants:
         self.produced += 1
         self.bytes_saved += identity.size - len(coded)
         return variant
+
+
+def _made_from(variant: Entry, identity: Entry) -> bool:
+    """The variant was made from this identity body, and shares its current freshness (after
+    a revalidation of the identity entry, a new variant is made with the new header fields)."""
+    return variant.source == identity.checksum and variant.response_time == identity.response_time
