@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import time
 
 from aiohttp import web
 
@@ -24,6 +25,7 @@ from edgeproxy.proxy.upstream import Upstream
 log = logging.getLogger("edgeproxy")
 
 STATE_SAVE_INTERVAL = 300.0  # the eviction policy's popularity state, also saved at stop
+SWEEP_INTERVAL = 30.0  # markers of finished fills older than coalesce.STALE_MARKER_AGE go
 
 
 class RunningNode:
@@ -79,9 +81,15 @@ class RunningNode:
         self.admin_port = server.sockets[0].getsockname()[1] if server else cfg.admin_port
 
     async def _save_periodically(self) -> None:
+        """Housekeeping: the policy state every few minutes, old in-flight markers."""
+        elapsed = 0.0
         while True:
-            await asyncio.sleep(STATE_SAVE_INTERVAL)
-            await self.store.save_state()
+            await asyncio.sleep(SWEEP_INTERVAL)
+            elapsed += SWEEP_INTERVAL
+            await self.store.run_io(self.coalescer.sweep, time.time())
+            if elapsed >= STATE_SAVE_INTERVAL:
+                elapsed = 0.0
+                await self.store.save_state()
 
     async def stop(self, drain_timeout: float = 10.0) -> None:
         if self._saver is not None:

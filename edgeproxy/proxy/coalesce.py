@@ -102,20 +102,27 @@ class Fill:
         self.written = 0
         self.outcome: Outcome | None = None
         self.followers = 0
-        self._changed = asyncio.Event()
+        self._waiters: list[asyncio.Future[None]] = []
 
     def _notify(self) -> None:
-        self._changed.set()
-        self._changed = asyncio.Event()
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
 
     async def changed(self, timeout: float | None = None) -> None:
-        """Wait until the head, the byte count or the outcome changes."""
-        event = self._changed
-        if timeout is None:
-            await event.wait()
-        else:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(event.wait(), timeout)
+        """Wait until the head, the byte count or the outcome changes (or ``timeout``).
+
+        A future per waiter and a timer handle: no task per wait (this runs per chunk)."""
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+        self._waiters.append(waiter)
+        handle = None if timeout is None else loop.call_later(timeout, _wake, waiter)
+        try:
+            await waiter
+        finally:
+            if handle is not None:
+                handle.cancel()
 
     async def wait_head(self, timeout: float) -> bool:
         """True once a head is known; False on an outcome without a head or on timeout."""
@@ -236,6 +243,11 @@ class Bypass:
     reason: str
 
 
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -325,6 +337,7 @@ class Coalescer:
                 self.local[key_hex] = fill
                 return Lead(fill)
             if got is None:
+                await asyncio.sleep(POLL_INTERVAL)
                 continue  # the holder vanished between our create and read: try again
             holder_pid, holder_fill = got
             if holder_pid == os.getpid():
@@ -346,11 +359,17 @@ class Coalescer:
 
     def _try_lock(self, key_hex: str, fill_id: str) -> bool | tuple[int, str] | None:
         path = self.lock_path(key_hex)
+        # the lock appears with its content or not at all: write a temp file, link it in
+        tmp = self.dir / f".{key_hex}.{fill_id}.new"
+        tmp.write_bytes(json.dumps({"pid": os.getpid(), "fill": fill_id}).encode())
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            os.link(tmp, path)
         except FileExistsError:
+            os.unlink(tmp)
             try:
                 data = json.loads(path.read_bytes())
+                if isinstance(data, int):
+                    return data, ""  # a bare PID (written by hand or an older version)
                 return int(data["pid"]), str(data["fill"])
             except (OSError, ValueError, KeyError, TypeError):
                 # being written right now, or torn by a crash: judge by age
@@ -360,27 +379,16 @@ class Coalescer:
                 except OSError:
                     pass
                 return None
-        try:
-            os.write(fd, json.dumps({"pid": os.getpid(), "fill": fill_id}).encode())
-        finally:
-            os.close(fd)
-        # old markers of earlier fills of this key are ours to clean now
-        for name in os.listdir(self.dir):
-            if (
-                name.startswith(key_hex + ".")
-                and not name.endswith(".lock")
-                and fill_id not in name
-            ):
-                with contextlib.suppress(OSError):
-                    os.unlink(self.dir / name)
-        return True
+        os.unlink(tmp)
+        return True  # markers of earlier fills are removed by the periodic sweep
 
     def _break_lock(self, key_hex: str, fill_id: str) -> None:
         with contextlib.suppress(OSError):
             (self.dir / f"{key_hex}.{fill_id}.done").write_bytes(Outcome.DANGLING.value.encode())
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError, ValueError):
             data = json.loads(self.lock_path(key_hex).read_bytes())
-            if data.get("fill") == fill_id:
+            holder = "" if isinstance(data, int) else data.get("fill")
+            if holder == fill_id:
                 self.lock_path(key_hex).unlink()
 
     async def _write_marker(self, fill: LocalFill, kind: str, data: bytes) -> None:

@@ -1000,8 +1000,9 @@ class Node:
                 return None
         if lead is not None:
             await lead.finish(Outcome.UNCACHEABLE)
-            if no_store_detail in HIT_FOR_MISS_REASONS:
-                self.coalescer.remember_uncacheable(key.hex, time.time())
+        if no_store_detail in HIT_FOR_MISS_REASONS:
+            # hit-for-miss in every worker that sees it, not only in the one that led
+            self.coalescer.remember_uncacheable(key.hex, time.time())
         client_ok = True
         try:
             resp.start(status, out, content_length=content_length, reason=upstream.reason)
