@@ -15,6 +15,7 @@ import time
 from aiohttp import web
 
 from edgeproxy.admin import build_admin_app
+from edgeproxy.cache import entry as entry_module
 from edgeproxy.cache.store import DiskStore
 from edgeproxy.config import Config
 from edgeproxy.proxy.coalesce import Coalescer
@@ -42,6 +43,7 @@ class RunningNode:
         cleans the store at start, runs the manager and the admin listener)."""
         self.config = config
         self.worker = worker_of > 1
+        entry_module.TARGETED_FIELDS = config.node.targeted_cache_control  # one node a process
         self.store = DiskStore(
             config.store.path,
             max_size=config.store.max_size,

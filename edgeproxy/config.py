@@ -17,6 +17,8 @@ Schema (``#`` marks the defaults; keys not listed here are errors, with a did-yo
     admin_listen = "127.0.0.1:9080" # default: 127.0.0.1 and the listen port + 1000 (0 if 0)
     region = "local"
     workers = 1
+    targeted_cache_control = ["EdgeProxy-Cache-Control", "CDN-Cache-Control"]  # RFC 9213
+    strip_targeted = true           # not sent downstream; default: true on the edge only
 
     [node.limits]                   # optional; limits of the client-facing HTTP/1.1 server
     max_header_bytes = "16KiB"
@@ -154,6 +156,10 @@ class NodeConfig:
     max_body_bytes: int = 64 * 1024 * 1024
     idle_timeout: float = 60.0
     header_timeout: float = 10.0
+    # RFC 9213: the targeted fields this cache obeys, first valid one wins over Cache-Control
+    targeted_cache_control: tuple[str, ...] = ("EdgeProxy-Cache-Control", "CDN-Cache-Control")
+    # not forwarded downstream (default: on the edge, the outermost tier)
+    strip_targeted: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -661,7 +667,17 @@ def _field_default(cls: type, name: str) -> Any:
 # ---------------------------------------------------------------------------------------------
 
 _TOP_KEYS = ("node", "store", "upstream", "policy")
-_NODE_KEYS = ("name", "role", "listen", "admin_listen", "region", "workers", "limits")
+_NODE_KEYS = (
+    "name",
+    "role",
+    "listen",
+    "admin_listen",
+    "region",
+    "workers",
+    "limits",
+    "targeted_cache_control",
+    "strip_targeted",
+)
 _LIMIT_KEYS = (
     "max_header_bytes",
     "max_header_count",
@@ -796,6 +812,15 @@ def _parse_node(root: _Table) -> NodeConfig:
     workers = t.integer("workers", 1, 1, 1024)
 
     limits = t.table("limits", _LIMIT_KEYS) or _empty(t, "limits", _LIMIT_KEYS)
+    targeted = t.strings(
+        "targeted_cache_control",
+        ("EdgeProxy-Cache-Control", "CDN-Cache-Control"),
+        '["EdgeProxy-Cache-Control", "CDN-Cache-Control"]',
+    )
+    for field_name in targeted:
+        if not _TOKEN_RE.fullmatch(field_name):
+            t.fail("targeted_cache_control", f"{_show(field_name)} is not a header field name")
+    strip_targeted = t.boolean("strip_targeted", role == "edge")
 
     def limit_default(field_name: str) -> Any:
         return _field_default(NodeConfig, field_name)
@@ -817,6 +842,8 @@ def _parse_node(root: _Table) -> NodeConfig:
         max_body_bytes=limits.size("max_body_bytes", limit_default("max_body_bytes")),
         idle_timeout=limits.duration("idle_timeout", limit_default("idle_timeout"), True),
         header_timeout=limits.duration("header_timeout", limit_default("header_timeout"), True),
+        targeted_cache_control=tuple(targeted),
+        strip_targeted=strip_targeted,
     )
 
 

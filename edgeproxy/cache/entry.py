@@ -15,9 +15,12 @@ from typing import Any
 
 from multidict import CIMultiDict
 
-from edgeproxy.http.cache_control import CacheControl, parse_cache_control
+from edgeproxy.http.cache_control import CacheControl, select_response_cache_control
 
 FORMAT_VERSION = 1
+
+# RFC 9213 targeted fields obeyed by this process's node (set once at node start)
+TARGETED_FIELDS: tuple[str, ...] = ("EdgeProxy-Cache-Control", "CDN-Cache-Control")
 
 
 class Entry:
@@ -96,7 +99,7 @@ class Entry:
         """Replace the stored header fields and everything derived from them."""
         self.headers = headers
         md = CIMultiDict(headers)
-        self.cc: CacheControl = parse_cache_control(md.getall("cache-control", []))
+        self.cc: CacheControl = select_response_cache_control(md, TARGETED_FIELDS)
         self.etag: str | None = md.get("etag")
         self.last_modified: str | None = md.get("last-modified")
         # RFC 9111 sec. 4.2.3: the response is fresh while current_age < lifetime, i.e. while

@@ -33,7 +33,12 @@ from edgeproxy.cache.key import (
     split_target,
 )
 from edgeproxy.config import Config, PolicyConfig
-from edgeproxy.http.cache_control import CacheControl, parse_cache_control, request_no_cache
+from edgeproxy.http.cache_control import (
+    CacheControl,
+    parse_cache_control,
+    request_no_cache,
+    select_response_cache_control,
+)
 from edgeproxy.http.cache_status import append_cache_status, cache_status_member, sf_token_or_string
 from edgeproxy.http.conditional import not_modified
 from edgeproxy.http.dates import format_http_date
@@ -132,6 +137,13 @@ class Node:
         self.sf_name = sf_token_or_string(self.name)
         self.via_value = f"1.1 {self.name}"
         self.coalescer = coalescer
+        self.targeted = config.node.targeted_cache_control
+        # RFC 9213 sec. 2.1: targeted fields are not sent on by the outermost tier
+        self.not_downstream = (
+            frozenset(name.lower() for name in self.targeted)
+            if config.node.strip_targeted
+            else frozenset()
+        )
         self.slicer = Slicer(self)
         self.variants = Variants(self)
         self.epoch: SharedEpoch | None = None  # set on multi-process nodes
@@ -179,6 +191,8 @@ class Node:
 
     def _head_fields(self, entry: Entry, policy: PolicyConfig) -> list[tuple[str, str]]:
         fields = list(entry.headers)
+        if self.not_downstream:
+            fields = [f for f in fields if f[0].lower() not in self.not_downstream]
         fields.append(("Via", self.via_value))
         fields.extend(policy.response_headers)
         return fields
@@ -828,7 +842,7 @@ class Node:
                 ),
             )
             return upstream
-        resp_cc = parse_cache_control(upstream_headers.getall("cache-control", []))
+        resp_cc = select_response_cache_control(upstream_headers, self.targeted)
         # a probe's 206 stands for the whole object (its manifest), judged as a 200 would be
         effective_status = 200 if probe and status == 206 else status
         reason = storability(
@@ -970,7 +984,9 @@ class Node:
             if entry is not None:
                 # followers get the shareable view: the stored fields, never the requester's
                 # own Set-Cookie or fields named by private=/no-cache= (RFC 9111 sec. 5.2.2)
-                shared_fields = list(stored_headers.items())
+                shared_fields = [
+                    f for f in stored_headers.items() if f[0].lower() not in self.not_downstream
+                ]
                 shared_fields.append(("Via", self.via_value))
                 shared_fields.extend(policy.response_headers)
                 shared_fields.append(("Age", str(int(entry.initial_age))))
@@ -1062,7 +1078,7 @@ class Node:
         merged = update_stored_headers(CIMultiDict(entry.headers), fresh)
         for name in NOT_STORED:
             merged.popall(name, None)
-        resp_cc = parse_cache_control(merged.getall("cache-control", []))
+        resp_cc = select_response_cache_control(merged, self.targeted)
         raw_lifetime, source = freshness_lifetime(
             entry.status, merged, resp_cc, response_time=response_time
         )
@@ -1121,7 +1137,7 @@ class Node:
             return True
         if upstream.status != 200:
             return False
-        resp_cc = parse_cache_control(fresh.getall("cache-control", []))
+        resp_cc = select_response_cache_control(fresh, self.targeted)
         if resp_cc.no_store or resp_cc.private or "set-cookie" in fresh:
             return False
         raw, source = freshness_lifetime(200, fresh, resp_cc, response_time=response_time)
@@ -1158,11 +1174,12 @@ class Node:
             return False
         return await self.store.publish(writer, new)
 
-    @staticmethod
     def _client_fields(
-        upstream_headers: CIMultiDict[str], response_time: float
+        self, upstream_headers: CIMultiDict[str], response_time: float
     ) -> CIMultiDict[str]:
         fields = strip_hop_by_hop(upstream_headers)
+        for name in self.not_downstream:
+            fields.popall(name, None)
         for name in ("age", "cache-status", "content-length"):
             fields.popall(name, None)
         if "date" not in fields:

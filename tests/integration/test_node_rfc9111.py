@@ -761,7 +761,7 @@ async def test_vary_selected_request_field_reaches_the_origin(make_node, origin,
     assert body == b"for application/json"
     _, _, body = await _get(client, url, {"Accept": "text/html"})
     assert body == b"for text/html"
-    _, headers, body = await _get(client, url, {"Accept": "application/json"})
+    _, _headers, body = await _get(client, url, {"Accept": "application/json"})
     assert body == b"for application/json"  # one variant per key for now: a refetch, never
     # the text/html variant served to an application/json request
 
