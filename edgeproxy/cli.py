@@ -1,4 +1,4 @@
-"""Command line: ``edgeproxy serve|check|demo``.
+"""Command line: ``edgeproxy serve|check|demo|topology``.
 
 Exit status 2 with one line naming the file, the key and the problem on a bad config.
 """
@@ -56,6 +56,35 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(port=args.port, workdir=args.workdir)
 
 
+def cmd_topology(args: argparse.Namespace) -> int:
+    from edgeproxy import topology
+
+    if args.action == "up":
+        return topology.cmd_up(args.file, as_json=args.json, workdir=args.workdir)
+    if args.action == "down":
+        return topology.cmd_down(args.file, workdir=args.workdir)
+    return topology.cmd_status(args.file, as_json=args.json, workdir=args.workdir)
+
+
+def _add_topology_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "topology",
+        help="a local multi-tier topology: origin, shield, regionals, edges (see tiers/local.toml)",
+    )
+    actions = p.add_subparsers(dest="action", required=True)
+    for action, text in (
+        ("up", "start every process, print the URLs, stop them all on Ctrl-C"),
+        ("down", "stop a topology started by `up` (from any shell), by PID"),
+        ("status", "report each process and its /healthz; exit 0 when all are healthy"),
+    ):
+        a = actions.add_parser(action, help=text)
+        a.add_argument("file", help="topology file, e.g. tiers/local.toml")
+        a.add_argument("--workdir", default=None, help="override the file's workdir")
+        if action != "down":
+            a.add_argument("--json", action="store_true", help="one JSON object on one line")
+    p.set_defaults(func=cmd_topology)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="edgeproxy", description="edge caching proxy")
     parser.add_argument("--log-level", default="INFO")
@@ -70,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--workdir", default="var/demo")
     p.set_defaults(func=cmd_demo)
+    _add_topology_parser(sub)
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=getattr(logging, str(args.log_level).upper(), logging.INFO),
