@@ -31,6 +31,7 @@ class Entry:
         "cc",
         "checksum",
         "compress_ok",
+        "date",
         "etag",
         "fresh_until",
         "head_cache",
@@ -101,6 +102,7 @@ class Entry:
         md = CIMultiDict(headers)
         self.cc: CacheControl = select_response_cache_control(md, TARGETED_FIELDS)
         self.etag: str | None = md.get("etag")
+        self.date: str | None = md.get("date")
         self.last_modified: str | None = md.get("last-modified")
         # RFC 9111 sec. 4.2.3: the response is fresh while current_age < lifetime, i.e. while
         # now - response_time + initial_age < lifetime.

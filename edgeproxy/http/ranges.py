@@ -8,9 +8,16 @@ constant :data:`UNSATISFIABLE` (answer 416 with ``Content-Range: bytes */LEN``),
 
 from __future__ import annotations
 
+import re
 from typing import Final
 
 UNSATISFIABLE: Final = "unsatisfiable"
+
+# ASCII digits only (str.isdigit() accepts superscripts that int() refuses); more than 18
+# digits is beyond any real length: treated as "huge" instead of parsed (int() caps at 4300)
+_DIGITS = re.compile(r"[0-9]{1,18}")
+_HUGE = re.compile(r"[0-9]{19,}")
+_HUGE_VALUE = 10**18
 
 MAX_RANGES = 16
 
@@ -36,10 +43,11 @@ def parse_range(value: str | None, length: int) -> list[tuple[int, int]] | str |
             return None
         first_s, last_s = first_s.strip(), last_s.strip()
         if first_s:
-            if not first_s.isdigit() or (last_s and not last_s.isdigit()):
+            first_n, last_n = _number(first_s), _number(last_s) if last_s else None
+            if first_n is None or (last_s and last_n is None):
                 return None
-            first = int(first_s)
-            last = int(last_s) if last_s else length - 1
+            first = first_n
+            last = last_n if last_n is not None else length - 1
             if last_s and last < first:
                 return None  # invalid range-spec: the whole field is invalid
             any_valid = True
@@ -47,9 +55,10 @@ def parse_range(value: str | None, length: int) -> list[tuple[int, int]] | str |
                 continue  # unsatisfiable part
             result.append((first, min(last, length - 1)))
         else:
-            if not last_s.isdigit():
+            suffix_n = _number(last_s)
+            if suffix_n is None:
                 return None
-            suffix = int(last_s)
+            suffix = suffix_n
             any_valid = True
             if suffix == 0 or length == 0:
                 continue
@@ -59,6 +68,15 @@ def parse_range(value: str | None, length: int) -> list[tuple[int, int]] | str |
     if not result:
         return UNSATISFIABLE
     return result
+
+
+def _number(text: str) -> int | None:
+    """A 1*DIGIT value (RFC 9110 sec. 14.1.1); None if not ASCII digits."""
+    if _DIGITS.fullmatch(text):
+        return int(text)
+    if _HUGE.fullmatch(text):
+        return _HUGE_VALUE
+    return None
 
 
 def slice_indexes(first: int, last: int, slice_size: int) -> range:
@@ -81,7 +99,7 @@ def parse_content_range(value: str | None) -> tuple[int, int, int] | None:
         return None
     span, _, total_s = rest.strip().partition("/")
     first_s, dash, last_s = span.partition("-")
-    if not dash or not (first_s.isdigit() and last_s.isdigit() and total_s.isdigit()):
+    if not dash or not all(_DIGITS.fullmatch(x) for x in (first_s, last_s, total_s)):
         return None
     first, last, total = int(first_s), int(last_s), int(total_s)
     if last < first or last >= total:

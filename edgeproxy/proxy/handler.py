@@ -451,14 +451,25 @@ class Node:
         member: str,
         upstream_status: str | None = None,
     ) -> None:
-        """Answer from a stored entry: 304, 206/416 or the whole body."""
+        """Answer from a stored entry: 304, 206/416 or the whole body (a slice manifest is
+        answered from its slices)."""
+        if entry.sliced is not None:
+            _, key = self._policy_and_key(req.target, req.hdict)
+            await self.slicer.serve(req, resp, policy, key, entry, member, upstream_status)
+            return
         now = time.time()
         fields = self._head_fields(entry, policy)
         fields.append(("Age", str(int(entry.age(now)))))
         fields.append(("Cache-Status", append_cache_status(upstream_status, member)))
         headers = req.headers
+        stored_date = entry.date
         if entry.status == 200 and not_modified(
-            req.method, headers, entry.etag, entry.last_modified
+            req.method,
+            headers,
+            entry.etag,
+            entry.last_modified,
+            date=stored_date,
+            received_at=entry.response_time,
         ):
             resp.start(
                 304, [f for f in fields if f[0].lower() not in NOT_IN_304], content_length=None
@@ -472,7 +483,7 @@ class Node:
             from edgeproxy.http.conditional import if_range_allows_partial
 
             if if_range is None or if_range_allows_partial(
-                if_range, entry.etag, entry.last_modified
+                if_range, entry.etag, entry.last_modified, date=stored_date
             ):
                 ranges = parse_range(range_value, length)
                 if ranges == UNSATISFIABLE:
@@ -525,7 +536,9 @@ class Node:
                     fields.append((name, ", ".join(values)))
             elif entry is not None and entry.vary and entry.vary.get(name) is not None:
                 fields.append((name, entry.vary[name]))  # type: ignore[arg-type]
-        fields.append(("Via", self.via_value))
+        # Via carries the hops so far, then ours (RFC 9110 sec. 7.6.3): loops are detectable
+        received_via = req_headers.getall("via", []) if req_headers is not None else []
+        fields.append(("Via", ", ".join([*received_via, self.via_value])))
         if entry is not None:
             if entry.etag:
                 fields.append(("If-None-Match", entry.etag))
@@ -734,7 +747,9 @@ class Node:
                 resp,
                 exc.status,
                 exc.reason,
-                member=cache_status_member(self.sf_name, fwd=fwd, detail="upstream-error"),
+                member=cache_status_member(
+                    self.sf_name, fwd=fwd, detail=exc.detail or "upstream-error"
+                ),
             )
             return
         remaining: aiohttp.ClientResponse | None = upstream

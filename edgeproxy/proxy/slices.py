@@ -32,7 +32,7 @@ from edgeproxy.cache.entry import Entry
 from edgeproxy.cache.key import CacheKey, build_key
 from edgeproxy.config import PolicyConfig
 from edgeproxy.http.cache_status import append_cache_status
-from edgeproxy.http.conditional import if_range_allows_partial
+from edgeproxy.http.conditional import if_range_allows_partial, not_modified
 from edgeproxy.http.ranges import (
     UNSATISFIABLE,
     parse_content_range,
@@ -153,12 +153,26 @@ class Slicer:
         fields = node._head_fields(manifest, policy)
         fields.append(("Age", str(int(manifest.age(now)))))
         fields.append(("Cache-Status", append_cache_status(upstream_status, member)))
+        if not_modified(
+            req.method,
+            req.headers,
+            manifest.etag,
+            manifest.last_modified,
+            date=manifest.date,
+            received_at=manifest.response_time,
+        ):
+            resp.start(
+                304,
+                [f for f in fields if f[0].lower() not in ("content-length", "content-range")],
+                content_length=None,
+            )
+            return
         first, last, status = 0, total - 1, 200
         value = req.headers.get("range")
         if value is not None:
             if_range = req.headers.get("if-range")
             if if_range is None or if_range_allows_partial(
-                if_range, manifest.etag, manifest.last_modified, date=_date_of(manifest)
+                if_range, manifest.etag, manifest.last_modified, date=manifest.date
             ):
                 ranges = parse_range(value, total)
                 if ranges == UNSATISFIABLE:
@@ -228,6 +242,14 @@ class Slicer:
                 fill = got.fill
                 if await fill.wait_head(WAIT_TIMEOUT):
                     assert fill.head is not None
+                    fields = CIMultiDict(fill.head.headers)
+                    if fill.head.content_length != size or not _same_version(
+                        manifest, fields.get("etag"), fields.get("last-modified")
+                    ):
+                        # a fill of another version: never followed into this answer
+                        while fill.outcome is None:
+                            await fill.changed(1.0)
+                        continue
                     async for chunk in fill_chunks(
                         store, skey.hex, fill, fill.head, offset, offset + length
                     ):
@@ -392,10 +414,3 @@ class Slicer:
             upstream.release()
             fill.advance(writer.size)
             await fill.finish(outcome)
-
-
-def _date_of(entry: Entry) -> str | None:
-    for name, value in entry.headers:
-        if name.lower() == "date":
-            return value
-    return None
