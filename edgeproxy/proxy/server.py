@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("edgeproxy.server")
 
 BODY_BUFFER = 256 * 1024
-STREAM_CHUNK = 256 * 1024
+WRITE_VIEW_CHUNK = 1024 * 1024
 
 REASONS = {
     100: "Continue",
@@ -445,6 +445,10 @@ class HttpConnection(asyncio.Protocol):
         if not self.closed and self.transport is not None:
             self.transport.write(data)
 
+    def writelines(self, parts: list[bytes | memoryview]) -> None:
+        if not self.closed and self.transport is not None:
+            self.transport.writelines(parts)
+
     async def drain(self) -> None:
         """Wait until the transport accepts more (back-pressure); slow readers time out."""
         if not self.write_paused:
@@ -499,6 +503,7 @@ class ResponseWriter:
     """Writes one response: head, then body chunks (Content-Length or chunked framing)."""
 
     __slots__ = (
+        "_head",
         "bytes_sent",
         "chunked",
         "conn",
@@ -520,6 +525,12 @@ class ResponseWriter:
         self.keep_alive = request.keep_alive
         self.bytes_sent = 0
         self.status = 0
+        self._head: bytes | None = None  # sent with the first body bytes, or on the next tick
+
+    def _flush_head(self) -> None:
+        head, self._head = self._head, None
+        if head is not None:
+            self.conn.write(head)
 
     def start(
         self,
@@ -561,7 +572,10 @@ class ResponseWriter:
         elif self.request.version == "1.0":
             parts.append("Connection: keep-alive\r\n")
         parts.append("\r\n")
-        self.conn.write("".join(parts).encode("latin-1"))
+        # one send for head and body when the body follows in the same tick (a hit); the
+        # head still leaves on the next loop iteration when the body has to wait (a fill)
+        self._head = "".join(parts).encode("latin-1")
+        self.conn.loop.call_soon(self._flush_head)
         if no_body:
             self.head_only = True
 
@@ -569,12 +583,15 @@ class ResponseWriter:
         if self.head_only or not data:
             return
         self.bytes_sent += len(data)
+        parts: list[bytes | memoryview] = []
+        if self._head is not None:
+            parts.append(self._head)
+            self._head = None
         if self.chunked:
-            self.conn.write(b"%x\r\n" % len(data))
-            self.conn.write(data)
-            self.conn.write(b"\r\n")
+            parts.extend((b"%x\r\n" % len(data), data, b"\r\n"))
         else:
-            self.conn.write(data)
+            parts.append(data)
+        self.conn.writelines(parts)
 
     async def write(self, data: bytes | memoryview) -> None:
         if self.conn.closed:
@@ -583,19 +600,23 @@ class ResponseWriter:
         await self.conn.drain()
 
     async def write_view(self, view: memoryview) -> None:
-        """Write a large buffer in bounded chunks, honouring back-pressure."""
-        for offset in range(0, len(view), STREAM_CHUNK):
-            await self.write(view[offset : offset + STREAM_CHUNK])
+        """Write a large buffer in bounded chunks, honouring back-pressure (the transport takes
+        up to WRITE_VIEW_CHUNK at once; a slow reader still costs a bounded buffer)."""
+        for offset in range(0, len(view), WRITE_VIEW_CHUNK):
+            await self.write(view[offset : offset + WRITE_VIEW_CHUNK])
 
     async def end(self) -> None:
         if self.finished:
             return
         self.finished = True
+        self._flush_head()
         if self.chunked and not self.conn.closed:
             self.conn.write(b"0\r\n\r\n")
 
     def abort(self) -> None:
         """The body cannot be completed: cut the connection (never a short, clean answer)."""
+        if self.bytes_sent == 0:
+            self._flush_head()  # a failure before the body: the head was promised
         self.finished = True
         self.keep_alive = False
         self.conn.abort()
