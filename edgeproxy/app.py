@@ -8,14 +8,17 @@ same for tests (start/stop inside an existing event loop).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import signal
 import time
 
 from aiohttp import web
 
-from edgeproxy.admin import build_admin_app
+from edgeproxy.accesslog import AccessLog
+from edgeproxy.admin import Invalidations, build_admin_app, walk_index
 from edgeproxy.cache import entry as entry_module
+from edgeproxy.cache.bans import read_ban_file
 from edgeproxy.cache.store import DiskStore
 from edgeproxy.config import Config
 from edgeproxy.proxy.coalesce import Coalescer
@@ -42,6 +45,7 @@ class RunningNode:
         """``worker_of`` > 1: one of that many worker processes over one store (the master
         cleans the store at start, runs the manager and the admin listener)."""
         self.config = config
+        self.environ = environ
         self.worker = worker_of > 1
         entry_module.TARGETED_FIELDS = config.node.targeted_cache_control  # one node a process
         self.store = DiskStore(
@@ -57,6 +61,8 @@ class RunningNode:
         self.server = HttpServer(self.node, config.node)
         self._admin_runner: web.AppRunner | None = None
         self._saver: asyncio.Task[None] | None = None
+        self.invalidations: Invalidations | None = None  # multi-process: the master has it
+        self.access_log: AccessLog | None = None
         self.port = 0
         self.admin_port = 0
 
@@ -65,17 +71,30 @@ class RunningNode:
         await self.store.start()
         await self.store.run_io(self.coalescer.prepare, not self.worker)
         await self.upstream.start()
+        if cfg.access_log != "off":
+            self.access_log = AccessLog(cfg.access_log, cfg.name)
+            self.node.access_log = self.access_log
+        root = self.config.store.path
+        if self.worker:
+            from edgeproxy.cache.epoch import SharedEpoch
+
+            # the epoch first, then the bans: a ban added in between bumps the epoch again
+            self.node.epoch = SharedEpoch(root)
+            self.node.seen_epoch = self.node.epoch.value()
+            self.node.bans = (await self.store.run_io(read_ban_file, root))[0]  # type: ignore[index]
+        else:
+            self.invalidations = Invalidations(root, functools.partial(walk_index, self.store))
+            await self.invalidations.start()
+            self.node.bans = self.invalidations.bans
         port = cfg.listen_port if listen_port is None else listen_port
         await self.server.start(cfg.listen_host, port, reuse_port=self.worker)
         self.port = self.server.port
         self._saver = asyncio.get_running_loop().create_task(self._save_periodically())
         if self.worker:
-            from edgeproxy.cache.epoch import SharedEpoch
-
-            self.node.epoch = SharedEpoch(self.config.store.path)
-            self.node.seen_epoch = self.node.epoch.value()
             return  # the master serves the admin API
-        self._admin_runner = web.AppRunner(build_admin_app(self.node), access_log=None)
+        self._admin_runner = web.AppRunner(
+            build_admin_app(self.node, self.invalidations, self.environ), access_log=None
+        )
         await self._admin_runner.setup()
         site = web.TCPSite(self._admin_runner, cfg.admin_host, cfg.admin_port)
         await site.start()
@@ -93,6 +112,11 @@ class RunningNode:
                 elapsed = 0.0
                 await self.store.save_state()
 
+    def reopen_logs(self) -> None:
+        """SIGUSR1: reopen the access log file (after it was renamed for rotation)."""
+        if self.access_log is not None:
+            self.access_log.reopen()
+
     async def stop(self, drain_timeout: float = 10.0) -> None:
         if self._saver is not None:
             self._saver.cancel()
@@ -100,8 +124,13 @@ class RunningNode:
         await self.node.drain(drain_timeout)
         if self._admin_runner is not None:
             await self._admin_runner.cleanup()
+        if self.invalidations is not None:
+            await self.invalidations.close()
         await self.upstream.close()
         await self.store.close()
+        if self.access_log is not None:
+            self.node.access_log = None
+            self.access_log.close()
 
 
 async def _serve(config: Config) -> None:
@@ -120,6 +149,7 @@ async def _serve(config: Config) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGUSR1, node.reopen_logs)
     await stop.wait()
     log.info("node %s stopping", config.node.name)
     await node.stop()

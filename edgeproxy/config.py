@@ -19,6 +19,11 @@ Schema (``#`` marks the defaults; keys not listed here are errors, with a did-yo
     workers = 1
     targeted_cache_control = ["EdgeProxy-Cache-Control", "CDN-Cache-Control"]  # RFC 9213
     strip_targeted = true           # not sent downstream; default: true on the edge only
+    admin_token_env = "EDGEPROXY_ADMIN_TOKEN"  # the variable holding the admin API's bearer
+                                    # token; unset: the protected admin calls answer 503
+    access_log = "off"              # "off" | "stdout" | a file path (relative: to this file);
+                                    # one JSON line per request, reopened on SIGUSR1. Off by
+                                    # default: a line costs about as much as a RAM hit itself
 
     [node.limits]                   # optional; limits of the client-facing HTTP/1.1 server
     max_header_bytes = "16KiB"
@@ -160,6 +165,10 @@ class NodeConfig:
     targeted_cache_control: tuple[str, ...] = ("EdgeProxy-Cache-Control", "CDN-Cache-Control")
     # not forwarded downstream (default: on the edge, the outermost tier)
     strip_targeted: bool = False
+    # the environment variable holding the admin API's bearer token
+    admin_token_env: str = "EDGEPROXY_ADMIN_TOKEN"
+    # "off" | "stdout" | an absolute file path: one JSON line per request
+    access_log: str = "off"
 
 
 @dataclass(frozen=True, slots=True)
@@ -677,6 +686,8 @@ _NODE_KEYS = (
     "limits",
     "targeted_cache_control",
     "strip_targeted",
+    "admin_token_env",
+    "access_log",
 )
 _LIMIT_KEYS = (
     "max_header_bytes",
@@ -770,7 +781,7 @@ _NEVER_KEYED = {
 _NOT_ADDED = frozenset({"content-length", "set-cookie", "date"})
 
 
-def _parse_node(root: _Table) -> NodeConfig:
+def _parse_node(root: _Table, base_dir: str = "") -> NodeConfig:
     t = root.table("node", _NODE_KEYS, required=True, example="[node] with name, role and listen")
     assert t is not None
     name = t.string("name", example='"edge-1"')
@@ -821,6 +832,24 @@ def _parse_node(root: _Table) -> NodeConfig:
         if not _TOKEN_RE.fullmatch(field_name):
             t.fail("targeted_cache_control", f"{_show(field_name)} is not a header field name")
     strip_targeted = t.boolean("strip_targeted", role == "edge")
+    admin_token_env = t.string(
+        "admin_token_env", "EDGEPROXY_ADMIN_TOKEN", '"EDGEPROXY_ADMIN_TOKEN"'
+    )
+    if not _ENV_NAME_RE.fullmatch(admin_token_env):
+        t.fail(
+            "admin_token_env",
+            f"{_show(admin_token_env)} is not an environment variable name; write e.g. "
+            '"EDGEPROXY_ADMIN_TOKEN"',
+        )
+    access_log = t.string("access_log", "off", '"stdout"')
+    if access_log not in ("off", "stdout"):
+        if not access_log or "\0" in access_log or access_log.endswith(("/", os.sep)):
+            t.fail(
+                "access_log",
+                f'{_show(access_log)} is not a file path; write "off", "stdout" or e.g. '
+                '"var/log/edge-1.access.log"',
+            )
+        access_log = os.path.normpath(os.path.join(base_dir, access_log))
 
     def limit_default(field_name: str) -> Any:
         return _field_default(NodeConfig, field_name)
@@ -844,6 +873,8 @@ def _parse_node(root: _Table) -> NodeConfig:
         header_timeout=limits.duration("header_timeout", limit_default("header_timeout"), True),
         targeted_cache_control=tuple(targeted),
         strip_targeted=strip_targeted,
+        admin_token_env=admin_token_env,
+        access_log=access_log,
     )
 
 
@@ -1359,7 +1390,7 @@ def parse_config(data: Mapping[str, Any], file: str) -> Config:
     """
     root = _Table(file, "", data, _TOP_KEYS)
     base_dir = os.path.dirname(os.path.abspath(file))
-    node = _parse_node(root)
+    node = _parse_node(root, base_dir)
     store = _parse_store(root, node, base_dir)
     upstream = _parse_upstream(root, node)
     policies = _parse_policies(root)

@@ -88,6 +88,7 @@ async def _worker_main(config: Config, port: int, report_fd: int, workers: int) 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, lambda: None)  # the master handles reloads
+    loop.add_signal_handler(signal.SIGUSR1, node.reopen_logs)  # the master forwards it
     await stop.wait()
     await node.stop(drain_timeout=10.0)
     await asyncio.sleep(REPORT_INTERVAL * 1.5)  # let the last batch go out
@@ -125,6 +126,8 @@ class Master:
         self.restarts = 0
         self._holder: socket.socket | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self.manager: Any = None  # the StoreManager, once started
+        self.invalidations: Any = None  # admin.Invalidations over the disk, once started
 
     def _hold_port(self) -> None:
         cfg = self.config.node
@@ -248,7 +251,20 @@ class Master:
             await asyncio.sleep(300.0)
             await self.manager.save_state()
 
+    def _signal_workers(self, sig: int) -> None:
+        for proc in list(self.workers.values()):
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(sig)
+
+    def _dropped(self, key_hex: str) -> None:
+        """A hard invalidation deleted an entry: the manager forgets it."""
+        if self.manager is not None:
+            self.manager.handle_line(f"d {key_hex}", time.time())
+
     def admin_app(self) -> web.Application:
+        from edgeproxy.admin import make_admin_app
+        from edgeproxy.metrics import MasterCollector, registry_for
+
         async def healthz(_: web.Request) -> web.Response:
             return web.json_response(
                 {
@@ -276,10 +292,21 @@ class Master:
                 }
             )
 
-        app = web.Application()
-        app.router.add_get("/healthz", healthz)
-        app.router.add_get("/stats", stats)
-        return app
+        collector = MasterCollector(
+            config=lambda: self.config.node,
+            manager=lambda: self.manager,
+            workers=lambda: len(self.workers),
+            restarts=lambda: self.restarts,
+            invalidations=lambda: self.invalidations,
+        )
+        return make_admin_app(
+            token_env=self.config.node.admin_token_env,
+            environ=None,
+            healthz=healthz,
+            stats=stats,
+            registry=registry_for(collector),
+            invalidations=lambda: self.invalidations,
+        )
 
     async def run(self) -> None:
         from edgeproxy.cache.manager import StoreManager
@@ -294,6 +321,17 @@ class Master:
         Coalescer(cfg.store.path).prepare(clean=True)
         self.manager = StoreManager(cfg.store.path, cfg.store.max_size)
         await self.manager.start()
+        from edgeproxy.admin import Invalidations, walk_disk
+        from edgeproxy.cache.epoch import SharedEpoch
+
+        # bans: the master writes <store>/bans.json and bumps the epoch; workers reload it
+        root = cfg.store.path
+        self.invalidations = Invalidations(
+            root,
+            lambda bans: walk_disk(root, bans, self._dropped),
+            epoch=SharedEpoch(root),
+        )
+        await self.invalidations.start()
         self._hold_port()
         for _ in range(cfg.node.workers):
             await self._spawn()
@@ -317,11 +355,13 @@ class Master:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         loop.add_signal_handler(signal.SIGHUP, lambda: self._track(self.reload()))
+        loop.add_signal_handler(signal.SIGUSR1, lambda: self._signal_workers(signal.SIGUSR1))
         self._track(self._save_periodically())
         await stop.wait()
         log.info("node %s stopping", cfg.node.name)
         await self.stop()
         await runner.cleanup()
+        await self.invalidations.close()
         await self.manager.save_state()
         self.manager.close()
         if self._holder is not None:

@@ -146,6 +146,7 @@ class LocalFill(Fill):
         # not shared: a fill nobody can join (a request that bypassed the queue still stores)
         self.shared = shared
         self.handed_off = False  # a background task owns the rest of the fill
+        self.released = asyncio.Event()  # the lock is gone (siblings can lead the key again)
 
     async def announce(self, head: FillHead) -> None:
         self.head = head
@@ -162,8 +163,11 @@ class LocalFill(Fill):
             return
         self.outcome = outcome
         self._notify()
-        if self.shared:
-            await self._coalescer._release(self)
+        try:
+            if self.shared:
+                await self._coalescer._release(self)
+        finally:
+            self.released.set()
 
 
 class RemoteFill(Fill):

@@ -15,6 +15,7 @@ Contract:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
 import time
@@ -24,6 +25,8 @@ from typing import TYPE_CHECKING
 import aiohttp
 from multidict import CIMultiDict
 
+from edgeproxy.accesslog import note_phase, note_upstream
+from edgeproxy.cache.bans import BanList, expired_lifetime, read_ban_file
 from edgeproxy.cache.entry import Entry
 from edgeproxy.cache.key import (
     BadRequestTarget,
@@ -71,6 +74,7 @@ from edgeproxy.proxy.upstream import NoSuchTarget, Upstream, UpstreamError
 from edgeproxy.proxy.variants import Variants
 
 if TYPE_CHECKING:
+    from edgeproxy.accesslog import AccessLog
     from edgeproxy.cache.epoch import SharedEpoch
     from edgeproxy.cache.store import BodyWriter, DiskStore
     from edgeproxy.proxy.server import HttpConnection, Request, ResponseWriter
@@ -148,6 +152,9 @@ class Node:
         self.variants = Variants(self)
         self.epoch: SharedEpoch | None = None  # set on multi-process nodes
         self.seen_epoch = 0
+        # invalidation bans (admin API); ``items`` empty = the hit path pays one attribute read
+        self.bans = BanList()
+        self.access_log: AccessLog | None = None  # set when node.access_log is not "off"
         self._memo: dict[str, tuple[PolicyConfig, CacheKey]] = {}
         self.counters: dict[str, int] = {}
         self._background: set[asyncio.Task[None]] = set()
@@ -165,6 +172,8 @@ class Node:
 
     def _count(self, phase: Phase) -> None:
         self.counters[phase.value] = self.counters.get(phase.value, 0) + 1
+        if self.access_log is not None:
+            note_phase(phase.value)
 
     def _policy_and_key(self, target: str, hdict: dict[str, str]) -> tuple[PolicyConfig, CacheKey]:
         """Policy (first match on the normalized path) and cache key; may raise BadRequest."""
@@ -206,7 +215,13 @@ class Node:
             value = epoch.value()
             if value != self.seen_epoch:
                 self.seen_epoch = value
-                self.store.forget_all()
+                self._reload_shared_state()
+
+    def _reload_shared_state(self) -> None:
+        """After another process changed the store: forget the view, re-read the ban list
+        (a small file, read at once so no request after the new epoch misses a ban)."""
+        self.store.forget_all()
+        self.bans = read_ban_file(self.config.store.path)[0]
 
     def try_fast(self, req: Request, conn: HttpConnection) -> bool:
         """Answer a fresh, plain hit from RAM or a mapped body without a task; else False."""
@@ -238,6 +253,9 @@ class Node:
         now = time.time()
         if now >= entry.fresh_until:
             return False
+        bans = self.bans
+        if bans.items and bans.match(entry.path, entry.response_time) is not None:
+            return False  # invalidated: the slow path marks it stale or drops it
         if policy.compress:
             ok = entry.compress_ok
             if ok is None:
@@ -278,6 +296,9 @@ class Node:
             conn.write(head)
             conn.write(memoryview(body))
         self._count(Phase.HIT)
+        if self.access_log is not None:
+            nbytes = 0 if method == "HEAD" else len(body)
+            self.access_log.write(req, entry.status, nbytes, "hit", None, time.monotonic())
         return True
 
     def _build_hit_head(self, entry: Entry, policy: PolicyConfig, now: float) -> bytes:
@@ -293,6 +314,19 @@ class Node:
     # ---- full pipeline ---------------------------------------------------------------------
 
     async def handle(self, req: Request, resp: ResponseWriter) -> None:
+        access_log = self.access_log
+        if access_log is None:
+            await self._handle(req, resp)
+            return
+        begun = access_log.begin()
+        failed = True
+        try:
+            await self._handle(req, resp)
+            failed = False
+        finally:
+            access_log.end(begun, req, resp, failed)
+
+    async def _handle(self, req: Request, resp: ResponseWriter) -> None:
         self.check_epoch()
         if self._loop_detected(req.hdict.get("via")):
             self._count(Phase.ERROR)
@@ -347,6 +381,8 @@ class Node:
         req_cc = parse_cache_control(headers.getall("cache-control", []))
         pragma_no_cache = request_no_cache(req_cc, headers)
         entry = await self.store.lookup(key.hex)
+        if entry is not None and self.bans.items:
+            entry = await self._apply_ban(entry, policy, key)
         fwd = "uri-miss"
         if entry is not None and not self._vary_matches(entry, _forwarded_view(policy, headers)):
             entry, fwd = None, "vary-miss"
@@ -424,6 +460,27 @@ class Node:
             or (entry is None and req.headers.get("range") is not None)
         )
         await self._fetch(req, resp, policy, key, entry, fwd, req_cc, probe=probe)
+
+    async def _apply_ban(self, entry: Entry, policy: PolicyConfig, key: CacheKey) -> Entry | None:
+        """An invalidation ban that matches ``entry``: soft -> it is stale from the ban's time
+        (the request revalidates; stale-if-error still applies); hard -> it is deleted, with
+        its variants and slices (None: a full miss)."""
+        ban = self.bans.match(entry.path, entry.response_time)
+        if ban is None:
+            return entry
+        if ban.hard:
+            await self.store.drop(entry.key_hex)
+            for bucket in ("br", "gzip"):
+                await self.store.drop(self.variants.key_for(policy, key, bucket).hex)
+            if entry.sliced is not None:
+                await self.slicer.drop_slices(policy, key, entry)
+            return None
+        lifetime = expired_lifetime(entry.response_time, entry.initial_age, entry.lifetime, ban.at)
+        if lifetime is not None:
+            entry.lifetime = lifetime
+            entry.set_headers(entry.headers)  # recomputes fresh_until, forgets the hit head
+            await self.store.update_meta(entry)
+        return entry
 
     def _vary_matches(self, entry: Entry, headers: CIMultiDict[str]) -> bool:
         """RFC 9111 sec. 4.1: selecting header fields of the request match the stored ones.
@@ -650,13 +707,9 @@ class Node:
         the fill is published, so the next request on this connection finds the entry.
         ``fields``: the requester's own header fields (the leader's), instead of the shared."""
         await self._stream_fill_body(req, resp, key, fill, head, member, fields)
-        if leader and fill.outcome is None and not resp.conn.closed:
-            deadline = asyncio.get_running_loop().time() + LEADER_PUBLISH_WAIT
-            while fill.outcome is None:
-                left = deadline - asyncio.get_running_loop().time()
-                if left <= 0:
-                    break
-                await fill.changed(left)
+        if leader and isinstance(fill, LocalFill) and not resp.conn.closed:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(fill.released.wait(), LEADER_PUBLISH_WAIT)
 
     async def _stream_fill_body(
         self,
@@ -801,6 +854,8 @@ class Node:
         """Answer from the upstream response. Returns the response if the caller must still
         release it, None when a background fill took it over."""
         response_time = time.time()
+        if self.access_log is not None:
+            note_upstream(response_time - request_time)  # time to the upstream's head
         status = upstream.status
         upstream_headers = CIMultiDict(
             (n.decode("latin-1"), v.decode("latin-1")) for n, v in upstream.raw_headers
@@ -1315,7 +1370,10 @@ class Node:
             if entry.path == norm and hex_key != key.hex:
                 await self.store.drop(hex_key)
         if self.epoch is not None:
+            before = self.seen_epoch
             self.seen_epoch = self.epoch.bump()
+            if self.seen_epoch != before + 1:
+                self._reload_shared_state()  # another process changed the store meanwhile
 
 
 def _forwarded_view(policy: PolicyConfig, headers: CIMultiDict[str]) -> CIMultiDict[str]:
