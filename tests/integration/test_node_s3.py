@@ -165,3 +165,21 @@ async def test_drop_in_bucket_mapping(make_node, relay, client) -> None:
     async with client.get(f"http://127.0.0.1:{node.port}/other-bucket/api/tracks/1.json") as r:
         assert r.status == 404
     assert relay.count(None, "/other-bucket") == 0
+
+
+async def test_hits_on_s3_answers_take_the_fast_path(make_node, relay, client) -> None:
+    """S3 answers carry ``Vary: Origin`` (CORS); Origin is not forwarded, so it never selects
+    a variant, and hits on such entries are answered synchronously (no task per request)."""
+    node = await make_node(s3_upstream(relay.endpoint))
+    url = f"http://127.0.0.1:{node.port}/small/one-kib.bin"
+    async with client.get(url) as r:
+        await r.read()
+        assert "origin" in r.headers.get("Vary", "").lower()
+    before = node.node.fast_hits
+    for origin_value in (None, "https://a.example", "https://b.example"):
+        headers = {"Origin": origin_value} if origin_value else {}
+        async with client.get(url, headers=headers) as r:
+            assert await r.read() == CATALOG["small/one-kib.bin"][1]
+            assert "hit" in _cache_status(r)
+    assert node.node.fast_hits == before + 3
+    assert relay.count("GET", f"/{BUCKET}/small/one-kib.bin") == 1
