@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from edgeproxy.proxy.coalesce import Fill, FillHead, Outcome
 
 if TYPE_CHECKING:
+    from edgeproxy.cache.entry import Entry
     from edgeproxy.cache.store import DiskStore
 
 READ_CHUNK = 256 * 1024
@@ -23,6 +24,15 @@ READ_CHUNK = 256 * 1024
 
 class FillFailed(Exception):
     """The fill ended without the requested bytes."""
+
+
+def _matches(entry: Entry, head: FillHead) -> bool:
+    if head.content_length is not None and entry.size != head.content_length:
+        return False
+    announced = {n.lower(): v for n, v in head.headers}
+    return entry.etag == announced.get("etag") and entry.last_modified == announced.get(
+        "last-modified"
+    )
 
 
 async def fill_chunks(
@@ -33,11 +43,15 @@ async def fill_chunks(
     except OSError:
         fd = None
     if fd is None:
+        # published (renamed) before we could open it: read what is on disk now, and only if
+        # it is the body this head announced (same length and validator), never another one
         while fill.outcome is None:
             await fill.changed(1.0)
-        entry = await store.lookup(key_hex)
-        if fill.outcome is not Outcome.DONE or entry is None:
+        if fill.outcome is not Outcome.DONE:
             raise FillFailed(f"fill of {key_hex} ended {fill.outcome}")
+        entry = await store.read_entry_from_disk(key_hex)
+        if entry is None or not _matches(entry, head):
+            raise FillFailed(f"the stored {key_hex} is not the body this fill announced")
         stop = entry.size if end is None else end
         offset = start
         while offset < stop:

@@ -507,6 +507,7 @@ class ResponseWriter:
         "bytes_sent",
         "chunked",
         "conn",
+        "content_length",
         "finished",
         "head_only",
         "keep_alive",
@@ -526,6 +527,7 @@ class ResponseWriter:
         self.bytes_sent = 0
         self.status = 0
         self._head: bytes | None = None  # sent with the first body bytes, or on the next tick
+        self.content_length: int | None = None
 
     def _flush_head(self) -> None:
         head, self._head = self._head, None
@@ -549,6 +551,7 @@ class ResponseWriter:
             raise RuntimeError("response already started")
         self.started = True
         self.status = status
+        self.content_length = content_length
         parts = [f"HTTP/1.1 {status} {reason or REASONS.get(status, 'Unknown')}\r\n"]
         has_date = False
         for name, value in headers:
@@ -583,6 +586,10 @@ class ResponseWriter:
         if self.head_only or not data:
             return
         self.bytes_sent += len(data)
+        if self.content_length is not None and self.bytes_sent > self.content_length:
+            # never more than announced: it would be read as the next response
+            self.abort()
+            raise ConnectionResetError("body longer than its Content-Length")
         parts: list[bytes | memoryview] = []
         if self._head is not None:
             parts.append(self._head)
@@ -607,6 +614,14 @@ class ResponseWriter:
 
     async def end(self) -> None:
         if self.finished:
+            return
+        if (
+            not self.head_only
+            and not self.chunked
+            and self.content_length is not None
+            and self.bytes_sent != self.content_length
+        ):
+            self.abort()  # a short body must look like a failed transfer, never a clean end
             return
         self.finished = True
         self._flush_head()

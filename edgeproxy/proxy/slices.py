@@ -334,7 +334,13 @@ class Slicer:
             await fill.finish(Outcome.UPSTREAM_ERROR)
             raise
         writer = node.store.new_writer(skey.hex, streaming=True)
-        await writer.open()
+        try:
+            await writer.open()
+        except BaseException:
+            await writer.abort()
+            upstream.release()
+            await fill.finish(Outcome.UPSTREAM_ERROR)  # never leave the slice's lock behind
+            raise
         now = time.time()
         slice_fields: list[tuple[str, str]] = []
         if etag:

@@ -93,7 +93,9 @@ class Variants:
             and await store.ensure_readable(variant)
         ):
             return variant
-        return await self.flight.run(vkey.hex, lambda: self._produce(vkey, identity, bucket))
+        made = await self.flight.run(vkey.hex, lambda: self._produce(vkey, identity, bucket))
+        # a shared production may have started from another (older or newer) identity body
+        return made if made is not None and _made_from(made, identity) else None
 
     async def _produce(self, vkey: CacheKey, identity: Entry, bucket: str) -> Entry | None:
         store = self.node.store
