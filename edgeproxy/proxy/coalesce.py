@@ -27,12 +27,14 @@ import json
 import logging
 import os
 import time
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
 log = logging.getLogger("edgeproxy.coalesce")
 
 POLL_INTERVAL = 0.005
+RING_BYTES = 4 * 1024 * 1024  # the latest chunks of a local fill, shared by its followers
 STALE_MARKER_AGE = 120.0
 
 
@@ -104,6 +106,10 @@ class Fill:
         self.followers = 0
         self._waiters: list[asyncio.Future[None]] = []
 
+    def recent(self, offset: int, limit: int) -> memoryview | None:
+        """Bytes from ``offset`` (at most ``limit``) if still held in memory; else None."""
+        return None
+
     def _notify(self) -> None:
         waiters, self._waiters = self._waiters, []
         for waiter in waiters:
@@ -147,6 +153,8 @@ class LocalFill(Fill):
         self.shared = shared
         self.handed_off = False  # a background task owns the rest of the fill
         self.released = asyncio.Event()  # the lock is gone (siblings can lead the key again)
+        self._ring: deque[tuple[int, bytes]] = deque()
+        self._ring_bytes = 0
 
     async def announce(self, head: FillHead) -> None:
         self.head = head
@@ -154,9 +162,24 @@ class LocalFill(Fill):
             await self._coalescer._write_marker(self, "head", head.to_json())
         self._notify()
 
-    def advance(self, written: int) -> None:
+    def advance(self, written: int, chunk: bytes | None = None) -> None:
+        """``written`` bytes are in the part file; ``chunk`` (the last ones) is kept in a
+        bounded ring so followers in this process read it from memory."""
+        if chunk:
+            self._ring.append((written - len(chunk), chunk))
+            self._ring_bytes += len(chunk)
+            while self._ring_bytes > RING_BYTES and len(self._ring) > 1:
+                _, old = self._ring.popleft()
+                self._ring_bytes -= len(old)
         self.written = written
         self._notify()
+
+    def recent(self, offset: int, limit: int) -> memoryview | None:
+        for start, chunk in self._ring:
+            if start <= offset < start + len(chunk):
+                at = offset - start
+                return memoryview(chunk)[at : at + limit]
+        return None
 
     async def finish(self, outcome: Outcome) -> None:
         if self.outcome is not None:

@@ -37,38 +37,32 @@ def _matches(entry: Entry, head: FillHead) -> bool:
 
 async def fill_chunks(
     store: DiskStore, key_hex: str, fill: Fill, head: FillHead, start: int, end: int | None
-) -> AsyncIterator[bytes]:
-    try:
-        fd = await store.run_io(os.open, head.part_path, os.O_RDONLY)
-    except OSError:
-        fd = None
-    if fd is None:
-        # published (renamed) before we could open it: read what is on disk now, and only if
-        # it is the body this head announced (same length and validator), never another one
-        while fill.outcome is None:
-            await fill.changed(1.0)
-        if fill.outcome is not Outcome.DONE:
-            raise FillFailed(f"fill of {key_hex} ended {fill.outcome}")
-        entry = await store.read_entry_from_disk(key_hex)
-        if entry is None or not _matches(entry, head):
-            raise FillFailed(f"the stored {key_hex} is not the body this fill announced")
-        stop = entry.size if end is None else end
-        offset = start
-        while offset < stop:
-            data = await store.read_range(entry, offset, min(READ_CHUNK, stop - offset))
-            if not data:
-                raise FillFailed("stored body shorter than announced")
-            offset += len(data)
-            yield data
-        return
-    assert isinstance(fd, int)
+) -> AsyncIterator[bytes | memoryview]:
+    """See the module docstring. Bytes still in a local fill's recent-chunk ring are yielded
+    from memory (no executor hop: 200 followers of one fill share the same chunks); older
+    ones are read from the part file, opened on first need."""
+    fd: int | None = None
     try:
         offset = start
         while end is None or offset < end:
             available = fill.written if end is None else min(fill.written, end)
             if offset < available:
-                data = await store.run_io(os.pread, fd, min(available - offset, READ_CHUNK), offset)
-                assert isinstance(data, bytes)
+                data: bytes | memoryview | None = fill.recent(offset, available - offset)
+                if data is None:
+                    if fd is None:
+                        try:
+                            opened = await store.run_io(os.open, head.part_path, os.O_RDONLY)
+                        except OSError:
+                            async for chunk in _published(store, key_hex, fill, head, offset, end):
+                                yield chunk
+                            return
+                        assert isinstance(opened, int)
+                        fd = opened
+                    read = await store.run_io(
+                        os.pread, fd, min(available - offset, READ_CHUNK), offset
+                    )
+                    assert isinstance(read, bytes)
+                    data = read
                 if not data:
                     await fill.changed(0.05)
                     continue
@@ -86,4 +80,27 @@ async def fill_chunks(
                     raise FillFailed("fill ended short of the requested range")
                 return
     finally:
-        await store.run_io(os.close, fd)
+        if fd is not None:
+            await store.run_io(os.close, fd)
+
+
+async def _published(
+    store: DiskStore, key_hex: str, fill: Fill, head: FillHead, start: int, end: int | None
+) -> AsyncIterator[bytes]:
+    """The part file was published (renamed) before we could open it: read what is on disk
+    now, and only if it is the body this head announced (length and validators)."""
+    while fill.outcome is None:
+        await fill.changed(1.0)
+    if fill.outcome is not Outcome.DONE:
+        raise FillFailed(f"fill of {key_hex} ended {fill.outcome}")
+    entry = await store.read_entry_from_disk(key_hex)
+    if entry is None or not _matches(entry, head):
+        raise FillFailed(f"the stored {key_hex} is not the body this fill announced")
+    stop = entry.size if end is None else end
+    offset = start
+    while offset < stop:
+        data = await store.read_range(entry, offset, min(READ_CHUNK, stop - offset))
+        if not data:
+            raise FillFailed("stored body shorter than announced")
+        offset += len(data)
+        yield data

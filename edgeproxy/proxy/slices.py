@@ -401,7 +401,7 @@ class Slicer:
                 chunk = chunk[:remaining]
                 await writer.write(chunk)
                 remaining -= len(chunk)
-                fill.advance(writer.size)
+                fill.advance(writer.size, chunk)
                 if remaining == 0:
                     break
             if remaining:
