@@ -29,6 +29,15 @@ API:
   the shared epoch; every worker then re-reads the ban list (and forgets its in-memory view).
 - ``GET /invalidations`` -> ``{"invalidations": [...]}`` (newest first);
   ``GET /invalidations/{id}`` -> one, or 404.
+- ``GET /popular?top=N`` (default 100, at most 10000) -> ``{"node", "paths": [{"path",
+  "count", "recent", "trend"}]}``, hottest first: decayed request counts per normalized path
+  (:mod:`edgeproxy.popularity`; ``count`` with the long half-life, ``recent`` the short one,
+  ``trend`` rising/steady/falling). 503 where the node keeps none (a multi-process master).
+- ``POST /warm {"paths": ["/a.mp3", ...]}`` -> 200 ``{"node", "results": [{"path", "status",
+  "cache_status", "bytes"} | {"path", "error"}]}``: each path is fetched with a GET through
+  this node's own listener (at most ``WARM_CONCURRENCY`` at a time, each within
+  ``WARM_TIMEOUT``), so it is stored here and in every tier above. 503 when the node's
+  listen address is not known (listen port 0 without a ``listen_url``).
 """
 
 from __future__ import annotations
@@ -64,6 +73,7 @@ if TYPE_CHECKING:
 
     from edgeproxy.cache.epoch import SharedEpoch
     from edgeproxy.cache.store import DiskStore
+    from edgeproxy.popularity import Popularity
     from edgeproxy.proxy.handler import Node
 
 log = logging.getLogger("edgeproxy.admin")
@@ -72,7 +82,10 @@ log = logging.getLogger("edgeproxy.admin")
 OPEN = frozenset(
     (method, path) for method in ("GET", "HEAD") for path in ("/healthz", "/metrics", "/stats")
 )
-MAX_PATHS = 1000  # per invalidation request
+MAX_PATHS = 1000  # per invalidation or warm request
+MAX_TOP = 10_000  # GET /popular?top=N
+WARM_CONCURRENCY = 8
+WARM_TIMEOUT = 120.0  # seconds per warmed path
 MAX_RECORDS = 1000  # invalidation records kept for GET /invalidations/{id}
 WALK_BATCH = 256  # entries (index walk) per batch before yielding to the event loop
 WALK_DIRS = 32  # object directories (disk walk) per executor call
@@ -365,8 +378,15 @@ def make_admin_app(
     stats: Callable[[web.Request], Awaitable[web.StreamResponse]],
     registry: CollectorRegistry,
     invalidations: Callable[[], Invalidations | None],
+    popularity: Callable[[], Popularity | None] | None = None,
+    listen_url: Callable[[], str | None] | None = None,
+    name: str = "",
 ) -> web.Application:
-    """The admin app shared by a single-process node and a multi-process node's master."""
+    """The admin app shared by a single-process node and a multi-process node's master.
+
+    ``popularity``: the node's counts for ``GET /popular``; ``listen_url``: the base URL of
+    the node's own client listener for ``POST /warm`` (either missing: that endpoint is 503).
+    """
     env: Mapping[str, str] = os.environ if environ is None else environ
 
     @web.middleware
@@ -433,6 +453,44 @@ def make_admin_app(
             return _error(404, f"no invalidation {ident}")
         return web.json_response(result)
 
+    async def popular(request: web.Request) -> web.Response:
+        pop = popularity() if popularity is not None else None
+        if pop is None:
+            return _error(503, "this node keeps no popularity counts (a multi-process master)")
+        raw = request.query.get("top", "100")
+        try:
+            top = int(raw)
+        except ValueError:
+            top = -1
+        if not 1 <= top <= MAX_TOP:
+            return _error(400, f"top must be an integer from 1 to {MAX_TOP}, not {raw!r}")
+        now = time.time()
+        return web.json_response({"node": name, "paths": [p.as_dict() for p in pop.top(top, now)]})
+
+    async def warm(request: web.Request) -> web.Response:
+        base = listen_url() if listen_url is not None else None
+        if base is None:
+            return _error(503, "warming needs the node's listen address (a fixed listen port)")
+        try:
+            body = await request.json()
+        except ValueError:
+            return _error(400, 'the body must be JSON, e.g. {"paths": ["/a.mp3"]}')
+        if not isinstance(body, dict):
+            return _error(400, 'the body must be a JSON object, e.g. {"paths": ["/a.mp3"]}')
+        unknown = sorted(set(body) - {"paths"})
+        if unknown:
+            return _error(400, f"unknown key(s) {', '.join(unknown)}; use paths")
+        paths = body.get("paths")
+        if not isinstance(paths, list) or not paths or not all(isinstance(p, str) for p in paths):
+            return _error(400, 'paths must be a non-empty list of strings, e.g. ["/a.mp3"]')
+        if len(paths) > MAX_PATHS:
+            return _error(400, f"at most {MAX_PATHS} paths per warm request")
+        bad = [p for p in paths if not p.startswith("/") or any(c in p for c in " \r\n#")]
+        if bad:
+            return _error(400, f"paths must start with / and hold no space or #: {bad[0]!r}")
+        results = await warm_paths(base, paths)
+        return web.json_response({"node": name, "results": results})
+
     app = web.Application(middlewares=[guard])
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/stats", stats)
@@ -440,15 +498,70 @@ def make_admin_app(
     app.router.add_post("/invalidations", create)
     app.router.add_get("/invalidations", listing)
     app.router.add_get("/invalidations/{ident}", one)
+    app.router.add_get("/popular", popular)
+    app.router.add_post("/warm", warm)
     return app
+
+
+async def warm_paths(
+    base: str,
+    paths: list[str],
+    *,
+    concurrency: int = WARM_CONCURRENCY,
+    timeout: float = WARM_TIMEOUT,
+) -> list[dict[str, Any]]:
+    """GET every path from ``base`` (the node's own listener), ``concurrency`` at a time,
+    reading each body to the end (so the fill completes); one result per path, in order."""
+    import aiohttp
+
+    limit = asyncio.Semaphore(concurrency)
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    client_timeout = aiohttp.ClientTimeout(total=timeout)
+
+    async def one(session: aiohttp.ClientSession, path: str) -> dict[str, Any]:
+        async with limit:
+            try:
+                async with session.get(base + path, headers={"Accept-Encoding": "identity"}) as r:
+                    size = 0
+                    async for chunk in r.content.iter_chunked(1 << 16):
+                        size += len(chunk)
+                    return {
+                        "path": path,
+                        "status": r.status,
+                        "cache_status": r.headers.get("Cache-Status", ""),
+                        "bytes": size,
+                    }
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                return {"path": path, "error": f"{type(exc).__name__}: {exc}".rstrip(": ")}
+
+    async with aiohttp.ClientSession(
+        connector=connector, timeout=client_timeout, auto_decompress=False
+    ) as session:
+        return list(await asyncio.gather(*(one(session, p) for p in paths)))
+
+
+def _listen_url(node: Node) -> str | None:
+    """The base URL of ``node``'s client listener from its config (None for port 0)."""
+    cfg = node.config.node
+    if not cfg.listen_port:
+        return None
+    host = cfg.listen_host
+    if host in ("", "0.0.0.0"):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{cfg.listen_port}"
 
 
 def build_admin_app(
     node: Node,
     invalidations: Invalidations | None = None,
     environ: Mapping[str, str] | None = None,
+    listen_url: Callable[[], str | None] | None = None,
 ) -> web.Application:
-    """A single-process node's admin app."""
+    """A single-process node's admin app (``listen_url``: default from the config)."""
 
     async def healthz(_: web.Request) -> web.Response:
         return web.json_response(
@@ -489,4 +602,7 @@ def build_admin_app(
         stats=stats,
         registry=registry_for(NodeCollector(node, invalidations)),
         invalidations=lambda: invalidations,
+        popularity=lambda: getattr(node, "popularity", None),
+        listen_url=listen_url if listen_url is not None else lambda: _listen_url(node),
+        name=node.name,
     )

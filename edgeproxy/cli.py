@@ -1,4 +1,4 @@
-"""Command line: ``edgeproxy serve|check|demo|topology``.
+"""Command line: ``edgeproxy serve|check|demo|topology|invalidate|warm``.
 
 Exit status 2 with one line naming the file, the key and the problem on a bad config.
 """
@@ -85,6 +85,79 @@ def _add_topology_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_topology)
 
 
+def _ops_targets(args: argparse.Namespace):
+    from edgeproxy import ops
+
+    targets, stored = ops.load_targets(args.topology, args.nodes, args.workdir)
+    return targets, ops.pick_token(stored)
+
+
+def cmd_invalidate(args: argparse.Namespace) -> int:
+    from edgeproxy import ops
+
+    try:
+        targets, token = _ops_targets(args)
+        return ops.invalidate(targets, args.paths, token, hard=args.hard, wait=args.wait)
+    except ops.OpsError as exc:
+        print(f"edgeproxy invalidate: {exc}", file=sys.stderr)
+        return 2
+
+
+def cmd_warm(args: argparse.Namespace) -> int:
+    from edgeproxy import ops
+
+    try:
+        targets, token = _ops_targets(args)
+        paths = list(args.paths)
+        if not paths:
+            paths = ops.popular_paths(targets, args.source, args.top, token)
+            print(
+                f"edgeproxy warm: {len(paths)} path(s) from the popularity of {args.source}",
+                file=sys.stderr,
+            )
+        return ops.warm(targets, paths, token, to=args.to)
+    except ops.OpsError as exc:
+        print(f"edgeproxy warm: {exc}", file=sys.stderr)
+        return 2
+    except ops.AdminError as exc:
+        print(f"edgeproxy warm: {exc}", file=sys.stderr)
+        return 1
+
+
+def _add_ops_parsers(sub: argparse._SubParsersAction) -> None:
+    def where(p: argparse.ArgumentParser) -> None:
+        group = p.add_mutually_exclusive_group(required=True)
+        group.add_argument("--topology", help="a running topology's file (its state file)")
+        group.add_argument(
+            "--nodes", help="JSON node list (the line of `topology up --json`); - for stdin"
+        )
+        p.add_argument("--workdir", default=None, help="override the topology file's workdir")
+
+    p = sub.add_parser(
+        "invalidate",
+        help="invalidate paths on every node: shield, then regionals, then edges",
+        description="Token: $EDGEPROXY_ADMIN_TOKEN, else the topology's state file.",
+    )
+    where(p)
+    p.add_argument("--hard", action="store_true", help="delete instead of marking stale")
+    p.add_argument("--wait", type=float, default=30.0, help="seconds per tier to complete")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="exact, or a prefix ending in *")
+    p.set_defaults(func=cmd_invalidate)
+    p = sub.add_parser(
+        "warm",
+        help="fetch the hottest (or given) paths through every edge",
+        description="Token: $EDGEPROXY_ADMIN_TOKEN, else the topology's state file.",
+    )
+    where(p)
+    p.add_argument(
+        "--from", dest="source", default="shield", help="node or role whose /popular to use"
+    )
+    p.add_argument("--top", type=int, default=500, help="how many popular paths")
+    p.add_argument("--to", default="edge", help="role (or node) to warm (default edge)")
+    p.add_argument("paths", nargs="*", metavar="PATH", help="these paths instead of --from")
+    p.set_defaults(func=cmd_warm)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="edgeproxy", description="edge caching proxy")
     parser.add_argument("--log-level", default="INFO")
@@ -100,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workdir", default="var/demo")
     p.set_defaults(func=cmd_demo)
     _add_topology_parser(sub)
+    _add_ops_parsers(sub)
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=getattr(logging, str(args.log_level).upper(), logging.INFO),

@@ -16,7 +16,7 @@ Schema (``#`` marks the defaults; keys not listed here are errors, with a did-yo
                                     # (0 = any free port, for tests)
     admin_listen = "127.0.0.1:9080" # default: 127.0.0.1 and the listen port + 1000 (0 if 0)
     region = "local"
-    workers = 1
+    workers = 1                     # or "auto": one per core (a master + N workers when > 1)
     targeted_cache_control = ["EdgeProxy-Cache-Control", "CDN-Cache-Control"]  # RFC 9213
     strip_targeted = true           # not sent downstream; default: true on the edge only
     admin_token_env = "EDGEPROXY_ADMIN_TOKEN"  # the variable holding the admin API's bearer
@@ -94,6 +94,8 @@ Schema (``#`` marks the defaults; keys not listed here are errors, with a did-yo
     error_ttl = "10s"               # negative caching of 404/410 without origin freshness
     slice_size = "1MiB"             # ranges of objects over slice_threshold are fetched and
     slice_threshold = "8MiB"        # cached as aligned slices (default slice_size 0: off)
+    stale_while_revalidate = "0s"   # RFC 5861 windows used when the origin says nothing
+    stale_if_error = "0s"           # (never with s-maxage); 0 = off
     [policy.response_headers]       # added to responses (e.g. on the edge only)
     "Strict-Transport-Security" = "max-age=31536000; includeSubDomains"
 
@@ -266,6 +268,10 @@ class PolicyConfig:
     slice_size: int = 0
     slice_threshold: int = 8 * 1024 * 1024
     response_headers: tuple[tuple[str, str], ...] = ()
+    # RFC 5861 windows (seconds) applied when the stored response carries no such directive
+    # (a cache "configured" to serve stale, RFC 9111 sec. 4.2.4); never with s-maxage
+    stale_while_revalidate: float = 0.0
+    stale_if_error: float = 0.0
 
     def matches(self, path: str) -> bool:
         """First-match rule: "*" matches all; "/x/*" is a prefix; otherwise exact."""
@@ -742,6 +748,8 @@ _POLICY_KEYS = (
     "slice_size",
     "slice_threshold",
     "response_headers",
+    "stale_while_revalidate",
+    "stale_if_error",
 )
 
 _ROLES: tuple[str, ...] = ("edge", "regional", "shield")
@@ -820,7 +828,10 @@ def _parse_node(root: _Table, base_dir: str = "") -> NodeConfig:
     ):
         t.fail("admin_listen", "the admin API needs its own port; pick one other than listen's")
     region = t.word("region", "local", '"local"')
-    workers = t.integer("workers", 1, 1, 1024)
+    if t.data.get("workers") == "auto":
+        workers = os.cpu_count() or 1  # one worker per core, as nginx's worker_processes auto
+    else:
+        workers = t.integer("workers", 1, 1, 1024)
 
     limits = t.table("limits", _LIMIT_KEYS) or _empty(t, "limits", _LIMIT_KEYS)
     targeted = t.strings(
@@ -1334,6 +1345,8 @@ def _parse_policy(t: _Table) -> PolicyConfig:
         slice_size=t.size("slice_size", 0),
         slice_threshold=t.size("slice_threshold", 8 * 1024 * 1024),
         response_headers=_response_headers(t),
+        stale_while_revalidate=t.duration("stale_while_revalidate", 0.0),
+        stale_if_error=t.duration("stale_if_error", 0.0),
     )
 
 

@@ -11,11 +11,14 @@ Contract:
   on one line instead, and everything else on stderr) and stays in the foreground until
   SIGINT/SIGTERM/SIGHUP, when it stops every process it started, by PID: edges first, origin
   last. A failed start stops what was started and exits 1 with the failing node's log tail.
+* Every node gets the admin API token in ``EDGEPROXY_ADMIN_TOKEN``: the caller's value of
+  that variable, else one generated for this run; it is printed and kept in the state file
+  (``admin_token``), where ``edgeproxy invalidate|warm --topology FILE`` find it.
 * ``up`` writes ``<workdir>/topology.json`` (PIDs with their start times, URLs, the demo
-  credentials; mode 0600) and removes it when it has stopped everything, so ``down`` and
-  ``status`` work from another shell. ``down`` asks the ``up`` process to stop (SIGTERM) and
-  then stops, by PID, whatever it left running. A PID is only ever signalled while its start
-  time still matches the recorded one (no stray signal to a reused PID).
+  credentials, the admin token; mode 0600) and removes it when it has stopped everything, so
+  ``down`` and ``status`` work from another shell. ``down`` asks the ``up`` process to stop
+  (SIGTERM) and then stops, by PID, whatever it left running. A PID is only ever signalled
+  while its start time still matches the recorded one (no stray signal to a reused PID).
 * ``status`` checks each recorded process and its ``/healthz``; exit 0 when all are healthy,
   1 when some are not, 3 when the topology is not running.
 * A bad ``FILE`` exits 2 with one line ``FILE: KEY: problem`` (as a node config does); every
@@ -95,6 +98,7 @@ from edgeproxy.config import (
 )
 
 STATE_FILE = "topology.json"
+ADMIN_TOKEN_ENV = "EDGEPROXY_ADMIN_TOKEN"  # every generated node config's node.admin_token_env
 ACCESS_ENV = "EDGEPROXY_S3_ACCESS_KEY"
 SECRET_ENV = "EDGEPROXY_S3_SECRET_KEY"
 #: never inherited by a node that is not origin-facing
@@ -739,6 +743,8 @@ class Runner:
         self.workdir = topology.workdir
         self.access = "edgeproxy-topology"
         self.secret = secrets.token_hex(16)
+        # the admin API's bearer token of every node: the caller's, else one for this run
+        self.admin_token = os.environ.get(ADMIN_TOKEN_ENV) or secrets.token_urlsafe(24)
         self.origin: Any = None  # SeaweedServer
         self.objects: list[str] = []
         self.running: dict[str, _Running] = {}
@@ -795,6 +801,8 @@ class Runner:
             "pid": os.getpid(),
             "start": proc_start_time(os.getpid()),
             "origin": origin,
+            "admin_token_env": ADMIN_TOKEN_ENV,
+            "admin_token": self.admin_token,
             "nodes": nodes,
         }
 
@@ -869,6 +877,7 @@ class Runner:
             p for p in (package_root, env.get("PYTHONPATH", "")) if p
         )
         env["PYTHONUNBUFFERED"] = "1"
+        env[ADMIN_TOKEN_ENV] = self.admin_token
         if spec.origin_facing:
             env[ACCESS_ENV] = self.access
             env[SECRET_ENV] = self.secret
@@ -989,6 +998,12 @@ class Runner:
             )
         lines.append("try:")
         lines.append(f"  {summary['try']} | grep -i -e '^HTTP' -e cache-status")
+        lines.append(
+            f"admin API (invalidate, warm, /popular): every node has {ADMIN_TOKEN_ENV} of this "
+            f"run (also in {self.workdir / STATE_FILE}); `edgeproxy invalidate|warm "
+            f"--topology {self.topology.file}` reads it from there, or:"
+        )
+        lines.append(f"  export {ADMIN_TOKEN_ENV}={self.admin_token}")
         lines.append(
             f"Ctrl-C here (or `edgeproxy topology down {self.topology.file}` from another "
             "shell) stops everything."

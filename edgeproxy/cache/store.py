@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import mmap
 import os
@@ -42,6 +43,14 @@ from edgeproxy.cache.eviction import LruPolicy, PopularityPolicy
 log = logging.getLogger("edgeproxy.store")
 
 FLUSH_BYTES = 256 * 1024
+# A store that cannot write (ENOSPC, EROFS, EACCES, EDQUOT) makes the node pass through: new
+# objects are not stored for UNWRITABLE_RETRY seconds, then writing is tried again; the
+# condition is logged at most once per UNWRITABLE_LOG_INTERVAL.
+UNWRITABLE_ERRNOS = frozenset({errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT, errno.EPERM})
+UNWRITABLE_RETRY = 1.0
+UNWRITABLE_LOG_INTERVAL = 60.0
+# free bytes kept in hand beyond the announced length before a fill is started
+FREE_SPACE_MARGIN = 64 * 1024
 
 
 def _checksum_hex(hasher: xxhash.xxh3_64) -> str:
@@ -88,7 +97,14 @@ class BodyWriter:
     async def open(self) -> None:
         """Create the part file now (followers open it as soon as the fill is announced)."""
         if self._fd is None:
-            await self._store.run_io(self._write_sync, b"")
+            await self._io(b"")
+
+    async def _io(self, data: bytes) -> None:
+        try:
+            await self._store.run_io(self._write_sync, data)
+        except OSError as exc:
+            self._store.note_write_error(exc)
+            raise
 
     async def _flush(self) -> None:
         if not self._pending:
@@ -96,7 +112,7 @@ class BodyWriter:
         data = b"".join(self._pending)
         self._pending.clear()
         self._pending_len = 0
-        await self._store.run_io(self._write_sync, data)
+        await self._io(data)
 
     def _write_sync(self, data: bytes) -> None:
         if self._fd is None:
@@ -110,7 +126,7 @@ class BodyWriter:
         """Flush and close; returns (size, checksum, body bytes if small enough to keep)."""
         if not self._pending and self._fd is None:
             # empty body: still create the file so publishing is uniform
-            await self._store.run_io(self._write_sync, b"")
+            await self._io(b"")
         await self._flush()
         if self._fd is not None:
             fd, self._fd = self._fd, None
@@ -176,6 +192,10 @@ class DiskStore:
         self.evictions = 0
         self.corrupt_dropped = 0
         self._closed = False
+        # disk full / read-only: monotonic time until which nothing new is written
+        self.unwritable_until = 0.0
+        self.unwritable_count = 0  # times a write was refused by the file system
+        self._unwritable_logged = -UNWRITABLE_LOG_INTERVAL
 
     # ---- plumbing -------------------------------------------------------------------------
 
@@ -360,14 +380,25 @@ class DiskStore:
         return entry
 
     def ram_body(self, entry: Entry) -> bytes | None:
+        """The RAM copy of this entry's body; None for an entry that is no longer the current
+        version of its key (the RAM layer is keyed by key, and holds the current body)."""
+        if self.index.get(entry.key_hex) is not entry:
+            return None
         return self.ram.get(entry.key_hex)
+
+    async def read_entry_from_disk(self, key_hex: str) -> Entry | None:
+        """The entry as published on disk now (bypassing this process's view)."""
+        found = await self.run_io(self._read_meta_sync, self.meta_path(key_hex))
+        return found if isinstance(found, Entry) else None
 
     async def ensure_readable(self, entry: Entry) -> bool:
         """Make the body servable without I/O (RAM or mmap); verify it if not yet verified.
 
         Returns False (and drops the entry) when the body is missing, short or corrupt.
         """
-        if entry.verified and (entry.key_hex in self.ram or entry.mapped is not None):
+        if entry.mapped is not None and entry.verified:
+            return True
+        if entry.verified and entry.key_hex in self.ram and self.index.get(entry.key_hex) is entry:
             return True
         try:
             result = await self.run_io(self._load_body_sync, entry)
@@ -380,11 +411,10 @@ class DiskStore:
             self.corrupt_dropped += 1
             await self.drop(entry.key_hex, only=entry)
             return False
-        if isinstance(result, bytes):
-            if self.index.get(entry.key_hex) is entry:
-                self.ram[entry.key_hex] = result
+        if isinstance(result, bytes) and self.index.get(entry.key_hex) is entry:
+            self.ram[entry.key_hex] = result
         else:
-            entry.mapped = result
+            entry.mapped = result  # a mapping, or the bytes of a version no longer current
         entry.verified = True
         return True
 
@@ -421,6 +451,45 @@ class DiskStore:
 
     # ---- write -----------------------------------------------------------------------------
 
+    def note_write_error(self, exc: OSError) -> bool:
+        """Record a write refused by the file system (full, read-only, no permission): new
+        objects pass through for a while. True if ``exc`` was such an error."""
+        if exc.errno not in UNWRITABLE_ERRNOS:
+            return False
+        self._unwritable(f"{exc.strerror or exc} ({errno.errorcode.get(exc.errno or 0, '?')})")
+        return True
+
+    def _unwritable(self, reason: str) -> None:
+        now = time.monotonic()
+        self.unwritable_until = now + UNWRITABLE_RETRY
+        self.unwritable_count += 1
+        if now - self._unwritable_logged >= UNWRITABLE_LOG_INTERVAL:
+            self._unwritable_logged = now
+            log.warning(
+                "store %s cannot write (%s): passing through, retrying every %.0fs",
+                self.root,
+                reason,
+                UNWRITABLE_RETRY,
+            )
+
+    def writable(self, size: int | None) -> bool:
+        """Whether a new object of ``size`` bytes (None: unknown) should be written now: not
+        after a recent write error, and only with room for it on the file system."""
+        if time.monotonic() < self.unwritable_until:
+            return False
+        try:
+            st = os.statvfs(self.tmp_dir)
+        except OSError:
+            return True  # the write itself will tell
+        if st.f_flag & os.ST_RDONLY:
+            self._unwritable("read-only file system")
+            return False
+        free = st.f_bavail * st.f_frsize
+        if free < (size or 0) + FREE_SPACE_MARGIN:
+            self._unwritable(f"{free} bytes free")
+            return False
+        return True
+
     def admits(self, size: int | None) -> bool:
         """Whether an object of this size may be stored at all (unknown size: yes)."""
         return size is None or self.policy.fits(size, self.max_size)
@@ -444,7 +513,8 @@ class DiskStore:
         try:
             await self.run_io(self._publish_sync, writer.tmp_path, entry)
         except OSError as exc:
-            log.warning("publish of %s failed: %s", entry.key_hex, exc)
+            if not self.note_write_error(exc):
+                log.warning("publish of %s failed: %s", entry.key_hex, exc)
             await writer.abort()
             return False
         entry.verified = True

@@ -35,6 +35,7 @@ from edgeproxy.cache.key import (
     normalize_path,
     split_target,
 )
+from edgeproxy.cache.store import UNWRITABLE_ERRNOS
 from edgeproxy.config import Config, PolicyConfig
 from edgeproxy.http.cache_control import (
     CacheControl,
@@ -58,6 +59,7 @@ from edgeproxy.http.freshness import (
 )
 from edgeproxy.http.headers import strip_hop_by_hop, update_stored_headers
 from edgeproxy.http.ranges import UNSATISFIABLE, parse_content_range, parse_range
+from edgeproxy.popularity import Popularity
 from edgeproxy.proxy.coalesce import (
     Bypass,
     Coalescer,
@@ -160,6 +162,7 @@ class Node:
         self.fast_hits = 0  # hits answered without a task (a share of the HIT phase)
         self.counters: dict[str, int] = {}
         self._background: set[asyncio.Task[None]] = set()
+        self.popularity = Popularity()  # decayed requests per path (admin GET /popular)
 
     # ---- helpers ---------------------------------------------------------------------------
 
@@ -295,6 +298,7 @@ class Node:
             conn.writelines([head, memoryview(body)])  # one writev
         self._count(Phase.HIT)
         self.fast_hits += 1
+        self.popularity.hit(key.path, now)
         if self.access_log is not None:
             nbytes = 0 if method == "HEAD" else len(body)
             self.access_log.write(req, entry.status, nbytes, "hit", None, time.monotonic())
@@ -360,6 +364,7 @@ class Node:
             resp.keep_alive = False  # as nginx does: no more requests on a confused stream
             await self._simple(resp, 400, f"bad request target: {exc}")
             return
+        self.popularity.hit(key.path, time.time())
         if req.method in ("GET", "HEAD") and req.method in policy.methods:
             await self._cached_request(req, resp, policy, key)
             return
@@ -416,6 +421,7 @@ class Node:
                 resp_cc=entry.cc,
                 req_cc=req_cc,
                 req_pragma_no_cache=pragma_no_cache,
+                stale_while_revalidate_default=policy.stale_while_revalidate,
             )
             if state is Freshness.FRESH and entry.sliced is not None:
                 self._count(Phase.HIT)
@@ -636,7 +642,12 @@ class Node:
         lead: LocalFill | None = None
         if not bypass_queue:
             for attempt in range(2):
-                got = await self.coalescer.acquire(key.hex, now=time.time())
+                try:
+                    got = await self.coalescer.acquire(key.hex, now=time.time())
+                except OSError as exc:  # no room for a lock file (disk full): go alone
+                    if not self.store.note_write_error(exc):
+                        log.warning("coalescing %s failed: %s", key.hex, exc)
+                    break
                 if isinstance(got, Lead):
                     lead = got.fill
                     break
@@ -801,7 +812,7 @@ class Node:
             return
         except UpstreamError as exc:
             log.warning("%s %s: %s", req.method, req.target, exc.reason)
-            if stale is not None and self._stale_if_error(stale, req_cc):
+            if stale is not None and self._stale_if_error(stale, req_cc, policy):
                 self._count(Phase.STALE_SERVED)
                 await self._serve_entry(
                     req,
@@ -841,7 +852,7 @@ class Node:
             if remaining is not None:
                 remaining.release()
 
-    def _stale_if_error(self, stale: Entry, req_cc: CacheControl) -> bool:
+    def _stale_if_error(self, stale: Entry, req_cc: CacheControl, policy: PolicyConfig) -> bool:
         return stale_if_error_ok(
             now=time.time(),
             response_time=stale.response_time,
@@ -849,7 +860,7 @@ class Node:
             lifetime=stale.lifetime,
             resp_cc=stale.cc,
             req_cc=req_cc,
-            default_window=0.0,
+            default_window=policy.stale_if_error,
         )
 
     async def _handle_upstream(
@@ -882,7 +893,11 @@ class Node:
             raw = await upstream.read()
             client_status, reason = map_s3_status(status, s3_error_code(raw))
             log.warning("origin refused %s: %s", key.upstream_target, reason)
-            if stale is not None and client_status >= 500 and self._stale_if_error(stale, req_cc):
+            if (
+                stale is not None
+                and client_status >= 500
+                and self._stale_if_error(stale, req_cc, policy)
+            ):
                 await self._serve_entry(
                     req,
                     resp,
@@ -916,7 +931,7 @@ class Node:
                     req, resp, validators, policy, member, upstream_status=upstream_cs
                 )
             return upstream
-        if status >= 500 and stale is not None and self._stale_if_error(stale, req_cc):
+        if status >= 500 and stale is not None and self._stale_if_error(stale, req_cc, policy):
             self._count(Phase.STALE_SERVED)
             await self._serve_entry(
                 req,
@@ -1015,6 +1030,8 @@ class Node:
         content_length = upstream.content_length
         if content_length is not None and not self.store.admits(content_length):
             no_store_detail = "too-large"
+        if no_store_detail is None and not self.store.writable(content_length):
+            no_store_detail = "store-unwritable"  # disk full or read-only: pass through
         vary = self._vary_of(upstream_headers, _forwarded_view(policy, req.headers))
         if vary is not None and "*" in vary:
             no_store_detail = no_store_detail or "vary-star"
@@ -1136,7 +1153,7 @@ class Node:
         try:
             async for chunk in upstream.content.iter_any():
                 await writer.write(chunk)
-                fill.advance(writer.size)
+                fill.advance(writer.size, chunk)
             if content_length is not None and writer.size != content_length:
                 raise ConnectionError(f"short body: {writer.size} of {content_length} bytes")
             await self.store.publish(writer, entry)
@@ -1145,7 +1162,8 @@ class Node:
             await writer.abort()
             raise
         except Exception as exc:
-            log.warning("fill of %s failed: %s", entry.path, exc)
+            if not (isinstance(exc, OSError) and exc.errno in UNWRITABLE_ERRNOS):
+                log.warning("fill of %s failed: %s", entry.path, exc)  # else the store logs
             await writer.abort()
         finally:
             upstream.release()
@@ -1186,7 +1204,11 @@ class Node:
         coalesced with any fill of the key (in this process or a sibling)."""
 
         async def refresh() -> None:
-            got = await self.coalescer.acquire(key.hex, now=time.time())
+            try:
+                got = await self.coalescer.acquire(key.hex, now=time.time())
+            except OSError as exc:  # no room for a lock file: the stale entry stays
+                self.store.note_write_error(exc)
+                return
             if not isinstance(got, Lead):
                 return  # somebody is already fetching this key
             outcome = Outcome.UPSTREAM_ERROR
