@@ -253,6 +253,10 @@ class RemoteFill(Fill):
             log.exception("following fill %s failed", self.key_hex)
             self.outcome = Outcome.UPSTREAM_ERROR
             self._notify()
+        finally:
+            if self._fd is not None:  # the outcome is known: the size will not change
+                os.close(self._fd)
+                self._fd = None
 
 
 @dataclass(slots=True)
@@ -378,6 +382,11 @@ class Coalescer:
                 continue
             if key_hex in self.local:  # raced with a local leader while we were off-loop
                 return Follow(self.local[key_hex])
+            previous = self.remote.get(key_hex)
+            if previous is not None:
+                if previous.outcome is None:
+                    return Follow(previous)  # a concurrent acquire started watching it
+                previous.close()  # a finished fill of this key we watched before
             remote = RemoteFill(self, key_hex, holder_fill, holder_pid)
             self.remote[key_hex] = remote
             remote.start()
@@ -464,9 +473,10 @@ class Coalescer:
             names = os.listdir(self.dir)
         except OSError:
             return
+        running = {name[: -len(".lock")] for name in names if name.endswith(".lock")}
         for name in names:
-            if name.endswith(".lock"):
-                continue
+            if name.endswith(".lock") or name.partition(".")[0] in running:
+                continue  # a fill of this key still runs: its head marker is still needed
             path = self.dir / name
             with contextlib.suppress(OSError):
                 if now - path.stat().st_mtime > STALE_MARKER_AGE:

@@ -65,6 +65,7 @@ from edgeproxy.proxy.coalesce import (
     Coalescer,
     Fill,
     FillHead,
+    Follow,
     Lead,
     LocalFill,
     Outcome,
@@ -1210,6 +1211,8 @@ class Node:
                 self.store.note_write_error(exc)
                 return
             if not isinstance(got, Lead):
+                if isinstance(got, Follow) and got.fill.followers == 0:
+                    self.coalescer.forget_remote(got.fill)  # not watched: close it
                 return  # somebody is already fetching this key
             outcome = Outcome.UPSTREAM_ERROR
             try:
@@ -1246,7 +1249,22 @@ class Node:
         if upstream.status != 200:
             return False
         resp_cc = select_response_cache_control(fresh, self.targeted)
-        if resp_cc.no_store or resp_cc.private or "set-cookie" in fresh:
+        refused = storability(
+            "GET",
+            200,
+            CIMultiDict(),
+            parse_cache_control([]),
+            fresh,
+            resp_cc,
+            policy_default_ttl=policy.default_ttl,
+        )
+        new_vary = self._vary_of(fresh, CIMultiDict())
+        if (
+            refused is not None
+            or "set-cookie" in fresh
+            or new_vary != entry.vary  # the selecting fields changed: a client request decides
+            or not self.store.admits(upstream.content_length)
+        ):
             return False
         raw, source = freshness_lifetime(200, fresh, resp_cc, response_time=response_time)
         new = Entry(

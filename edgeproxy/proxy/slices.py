@@ -240,24 +240,30 @@ class Slicer:
             got = await node.coalescer.acquire(skey.hex, now=time.time())
             if isinstance(got, Follow):
                 fill = got.fill
-                if await fill.wait_head(WAIT_TIMEOUT):
-                    assert fill.head is not None
-                    fields = CIMultiDict(fill.head.headers)
-                    if fill.head.content_length != size or not _same_version(
-                        manifest, fields.get("etag"), fields.get("last-modified")
-                    ):
-                        # a fill of another version: never followed into this answer
-                        while fill.outcome is None:
-                            await fill.changed(1.0)
-                        continue
-                    async for chunk in fill_chunks(
-                        store, skey.hex, fill, fill.head, offset, offset + length
-                    ):
-                        yield chunk
-                    return
-                if fill.outcome is Outcome.DONE:
-                    continue  # published meanwhile: read it from the store
-                raise FillFailed(f"slice {index} of {key.path}: {fill.outcome}")
+                fill.followers += 1
+                try:
+                    if await fill.wait_head(WAIT_TIMEOUT):
+                        assert fill.head is not None
+                        fields = CIMultiDict(fill.head.headers)
+                        if fill.head.content_length != size or not _same_version(
+                            manifest, fields.get("etag"), fields.get("last-modified")
+                        ):
+                            # a fill of another version: never followed into this answer
+                            while fill.outcome is None:
+                                await fill.changed(1.0)
+                            continue
+                        async for chunk in fill_chunks(
+                            store, skey.hex, fill, fill.head, offset, offset + length
+                        ):
+                            yield chunk
+                        return
+                    if fill.outcome is Outcome.DONE:
+                        continue  # published meanwhile: read it from the store
+                    raise FillFailed(f"slice {index} of {key.path}: {fill.outcome}")
+                finally:
+                    fill.followers -= 1
+                    if fill.followers == 0:
+                        node.coalescer.forget_remote(fill)  # close a sibling's fill we watched
             if isinstance(got, Bypass):
                 async for chunk in self._direct(policy, key, a + offset, a + offset + length - 1):
                     yield chunk
