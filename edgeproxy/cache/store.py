@@ -51,6 +51,7 @@ UNWRITABLE_RETRY = 1.0
 UNWRITABLE_LOG_INTERVAL = 60.0
 # free bytes kept in hand beyond the announced length before a fill is started
 FREE_SPACE_MARGIN = 64 * 1024
+FS_CHECK_INTERVAL = 0.25
 
 
 def _checksum_hex(hasher: xxhash.xxh3_64) -> str:
@@ -194,6 +195,9 @@ class DiskStore:
         self._closed = False
         # disk full / read-only: monotonic time until which nothing new is written
         self.unwritable_until = 0.0
+        self._fs_checked_at = -FS_CHECK_INTERVAL
+        self._fs_readonly = False
+        self._fs_free: int | None = None
         self.unwritable_count = 0  # times a write was refused by the file system
         self._unwritable_logged = -UNWRITABLE_LOG_INTERVAL
 
@@ -475,17 +479,23 @@ class DiskStore:
     def writable(self, size: int | None) -> bool:
         """Whether a new object of ``size`` bytes (None: unknown) should be written now: not
         after a recent write error, and only with room for it on the file system."""
-        if time.monotonic() < self.unwritable_until:
+        now = time.monotonic()
+        if now < self.unwritable_until:
             return False
-        try:
-            st = os.statvfs(self.tmp_dir)
-        except OSError:
-            return True  # the write itself will tell
-        if st.f_flag & os.ST_RDONLY:
+        if now - self._fs_checked_at >= FS_CHECK_INTERVAL:
+            # statvfs at most a few times a second (a metadata call, not on every miss)
+            self._fs_checked_at = now
+            try:
+                st = os.statvfs(self.tmp_dir)
+                self._fs_readonly = bool(st.f_flag & os.ST_RDONLY)
+                self._fs_free = st.f_bavail * st.f_frsize
+            except OSError:
+                self._fs_readonly, self._fs_free = False, None  # the write itself will tell
+        if self._fs_readonly:
             self._unwritable("read-only file system")
             return False
-        free = st.f_bavail * st.f_frsize
-        if free < (size or 0) + FREE_SPACE_MARGIN:
+        free = self._fs_free
+        if free is not None and free < (size or 0) + FREE_SPACE_MARGIN:
             self._unwritable(f"{free} bytes free")
             return False
         return True

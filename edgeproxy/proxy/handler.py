@@ -44,7 +44,7 @@ from edgeproxy.http.cache_control import (
     select_response_cache_control,
 )
 from edgeproxy.http.cache_status import append_cache_status, cache_status_member, sf_token_or_string
-from edgeproxy.http.conditional import not_modified
+from edgeproxy.http.conditional import if_range_allows_partial, not_modified
 from edgeproxy.http.dates import format_http_date
 from edgeproxy.http.encoding import identity_headers, negotiate, should_compress
 from edgeproxy.http.freshness import (
@@ -184,7 +184,7 @@ class Node:
     def _policy_and_key(self, target: str, hdict: dict[str, str]) -> tuple[PolicyConfig, CacheKey]:
         """Policy (first match on the normalized path) and cache key; may raise BadRequest."""
         memo = self._memo.get(target)
-        if memo is not None and not memo[0].header_keys:
+        if memo is not None:  # only policies without keyed headers are memoized
             return memo
         path = normalize_path(split_target(target)[0])
         policy = self.config.policy_for(path)
@@ -560,15 +560,12 @@ class Node:
         range_value = headers.get("range") if entry.status == 200 else None
         if range_value is not None and req.method in ("GET", "HEAD"):
             if_range = headers.get("if-range")
-            from edgeproxy.http.conditional import if_range_allows_partial
-
             if if_range is None or if_range_allows_partial(
                 if_range, entry.etag, entry.last_modified, date=stored_date
             ):
                 ranges = parse_range(range_value, length)
                 if ranges == UNSATISFIABLE:
                     fields.append(("Content-Range", f"bytes */{length}"))
-                    body = b""
                     resp.start(416, fields, content_length=0)
                     return
                 if isinstance(ranges, list) and len(ranges) == 1:
@@ -1237,8 +1234,6 @@ class Node:
         self, upstream: aiohttp.ClientResponse, entry: Entry, policy: PolicyConfig, key: CacheKey
     ) -> bool:
         """Store a background refresh's answer without a client."""
-        from edgeproxy.proxy.server import HttpConnection  # noqa: F401 - typing only
-
         response_time = time.time()
         fresh = CIMultiDict(
             (n.decode("latin-1"), v.decode("latin-1")) for n, v in upstream.raw_headers
