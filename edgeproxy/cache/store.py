@@ -30,6 +30,7 @@ import mmap
 import os
 import shutil
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -52,6 +53,7 @@ UNWRITABLE_LOG_INTERVAL = 60.0
 # free bytes kept in hand beyond the announced length before a fill is started
 FREE_SPACE_MARGIN = 64 * 1024
 FS_CHECK_INTERVAL = 0.25
+MAX_MAPPED = 1024  # mapped large bodies kept at once (one fd each)
 
 
 def _checksum_hex(hasher: xxhash.xxh3_64) -> str:
@@ -195,6 +197,7 @@ class DiskStore:
         self._closed = False
         # disk full / read-only: monotonic time until which nothing new is written
         self.unwritable_until = 0.0
+        self._mapped: OrderedDict[int, Entry] = OrderedDict()
         self._fs_checked_at = -FS_CHECK_INTERVAL
         self._fs_readonly = False
         self._fs_free: int | None = None
@@ -419,8 +422,18 @@ class DiskStore:
             self.ram[entry.key_hex] = result
         else:
             entry.mapped = result  # a mapping, or the bytes of a version no longer current
+            self._remember_mapping(entry)
         entry.verified = True
         return True
+
+    def _remember_mapping(self, entry: Entry) -> None:
+        """Bound the mapped bodies (each mapping holds a file descriptor): the oldest are
+        released (not closed: a response may still be sending from them; GC closes them)."""
+        mapped = self._mapped
+        mapped[id(entry)] = entry
+        while len(mapped) > MAX_MAPPED:
+            _, oldest = mapped.popitem(last=False)
+            oldest.mapped = None
 
     def _load_body_sync(self, entry: Entry) -> bytes | mmap.mmap | None:
         path = self.body_path(entry)

@@ -175,3 +175,22 @@ async def test_oversized_objects_are_not_admitted(tmp_path: Path) -> None:
     assert not await store.publish(writer, _entry(KEY_A))
     assert store.used_bytes == 0 and await store.lookup(KEY_A) is None
     await store.close()
+
+
+async def test_mapped_bodies_are_bounded(tmp_path: Path, monkeypatch) -> None:
+    """Each mapping holds a file descriptor: only MAX_MAPPED stay mapped; an entry whose
+    mapping was released is mapped again on its next use."""
+    import edgeproxy.cache.store as store_module
+
+    monkeypatch.setattr(store_module, "MAX_MAPPED", 2)
+    store = _store(tmp_path, ram_object_max=10)
+    await store.start()
+    keys = [f"{i:02x}" * 16 for i in range(3)]
+    entries = [await _put(store, key, bytes([i]) * 100) for i, key in enumerate(keys)]
+    for entry in entries:
+        assert await store.ensure_readable(entry)
+    assert entries[0].mapped is None
+    assert entries[1].mapped is not None and entries[2].mapped is not None
+    assert await store.ensure_readable(entries[0])
+    assert bytes(entries[0].mapped) == b"\x00" * 100
+    await store.close()
