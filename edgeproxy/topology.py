@@ -883,8 +883,25 @@ class Runner:
             env[SECRET_ENV] = self.secret
         return env
 
+    def _recheck_ports(self, spec: NodeSpec) -> None:
+        """A port chosen free earlier (port 0 in the file) may have been taken since (by the
+        origin, or an outgoing connection's ephemeral port): choose again before the node
+        binds. Its parents are already running; its children are configured after it."""
+        assert self.endpoints is not None
+        port, admin = self.endpoints.ports[spec.name]
+        host = self.topology.host
+        if spec.port == 0 and not port_free(host, port):
+            port = free_port_pairs(host, 1)[0]
+        if spec.admin_port == 0 and not port_free(host, admin):
+            admin = free_port_pairs(host, 1)[0]
+        if (port, admin) != self.endpoints.ports[spec.name]:
+            ports = dict(self.endpoints.ports)
+            ports[spec.name] = (port, admin)
+            self.endpoints = Endpoints(host, ports)
+
     def start_node(self, spec: NodeSpec) -> None:
         assert self.endpoints is not None and self.origin is not None
+        self._recheck_ports(spec)
         data = node_config(self.topology, spec, self.endpoints, self.origin.endpoint)
         config = self.workdir / "nodes" / f"{spec.name}.toml"
         config.write_text(
