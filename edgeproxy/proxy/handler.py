@@ -811,14 +811,7 @@ class Node:
         except UpstreamError as exc:
             log.warning("%s %s: %s", req.method, req.target, exc.reason)
             if stale is not None and self._stale_if_error(stale, req_cc, policy):
-                self._count(Phase.STALE_SERVED)
-                await self._serve_entry(
-                    req,
-                    resp,
-                    stale,
-                    policy,
-                    cache_status_member(self.sf_name, fwd="stale", detail="stale-if-error"),
-                )
+                await self._serve_stale(req, resp, stale, policy, None)
                 return
             self._count(Phase.ERROR)
             await self._simple(
@@ -849,6 +842,21 @@ class Node:
         finally:
             if remaining is not None:
                 remaining.release()
+
+    async def _serve_stale(
+        self,
+        req: Request,
+        resp: ResponseWriter,
+        stale: Entry,
+        policy: PolicyConfig,
+        fwd_status: int | None,
+    ) -> None:
+        """Serve a stale entry because upstream failed (RFC 5861 sec. 4 stale-if-error)."""
+        self._count(Phase.STALE_SERVED)
+        member = cache_status_member(
+            self.sf_name, fwd="stale", fwd_status=fwd_status, detail="stale-if-error"
+        )
+        await self._serve_entry(req, resp, stale, policy, member)
 
     def _stale_if_error(self, stale: Entry, req_cc: CacheControl, policy: PolicyConfig) -> bool:
         return stale_if_error_ok(
@@ -896,15 +904,7 @@ class Node:
                 and client_status >= 500
                 and self._stale_if_error(stale, req_cc, policy)
             ):
-                await self._serve_entry(
-                    req,
-                    resp,
-                    stale,
-                    policy,
-                    cache_status_member(
-                        self.sf_name, fwd="stale", fwd_status=status, detail="stale-if-error"
-                    ),
-                )
+                await self._serve_stale(req, resp, stale, policy, status)
                 return upstream
             self._count(Phase.ERROR)
             await self._simple(
@@ -922,24 +922,11 @@ class Node:
             member = cache_status_member(
                 self.sf_name, fwd=fwd, fwd_status=304, stored=True, ttl=validators.ttl(time.time())
             )
-            if validators.sliced is not None:
-                await self.slicer.serve(req, resp, policy, key, validators, member, upstream_cs)
-            else:
-                await self._serve_entry(
-                    req, resp, validators, policy, member, upstream_status=upstream_cs
-                )
+            # (a slice manifest is answered from its slices by _serve_entry)
+            await self._serve_entry(req, resp, validators, policy, member, upstream_cs)
             return upstream
         if status >= 500 and stale is not None and self._stale_if_error(stale, req_cc, policy):
-            self._count(Phase.STALE_SERVED)
-            await self._serve_entry(
-                req,
-                resp,
-                stale,
-                policy,
-                cache_status_member(
-                    self.sf_name, fwd="stale", fwd_status=status, detail="stale-if-error"
-                ),
-            )
+            await self._serve_stale(req, resp, stale, policy, status)
             return upstream
         resp_cc = select_response_cache_control(upstream_headers, self.targeted)
         # a probe's 206 stands for the whole object (its manifest), judged as a 200 would be
