@@ -51,6 +51,19 @@ Synthetic traces (``--synthetic NAME``, deterministic for a ``--seed``; ``--requ
 probation (no ARC-style adaptation), no size credit (every hit earns one hit), and neither
 (what is left is S3-FIFO with the frequency sketch in place of its ghost queue).
 
+``--live`` replays the trace (its first ``--limit`` requests) through a live node over HTTP
+on 127.0.0.1 instead: one node (``edgeproxy.app.RunningNode``, single process) in front of an
+in-process aiohttp origin that answers ``/t/<object>/<size>`` with ``size`` bytes, the node's
+store ``max_size`` set to the first ``--sizes`` share of those requests' footprint and
+``max_object_share`` 1 (as in the simulator). It counts the node's hits from its
+``Cache-Status`` field (RFC 9211: ``<node>; hit``) and prints them next to the simulator's for
+the same requests. The accounting is the same: the store's ``max_size`` counts body bytes, as the
+simulator does; metadata files (about 1 KiB an entry) are not counted in either.
+
+``--max-object-bytes N`` keeps only the requests for objects up to N bytes: the RAM layer's
+view (``store.ram_object_max``), to replay it at its share of the footprint (an edge's RAM is a
+quarter of its disk by default: 256 MiB and 1 GiB).
+
 ``--save`` writes the tables as markdown to ``benchmarks/results/trace-<name>-<date>.md``;
 ``--output PATH`` to PATH instead.
 """
@@ -299,12 +312,16 @@ def make_policies(share: float) -> dict[str, Callable[[int], Policy]]:
 
 def make_ablations(share: float) -> dict[str, Callable[[int], Policy]]:
     """edgeproxy's policy with parts switched off (``--ablation``), to show what each adds."""
-    fixed = {"small_share": 0.1, "small_min": 0.1, "small_max": 0.1}
-    flat = {"size_boost": 1.0, "size_floor": 1.0}
     return {
-        "edgeproxy-fixed-probation": lambda b: PopularityPolicy(b, max_object_share=share, **fixed),
-        "edgeproxy-no-size-credit": lambda b: PopularityPolicy(b, max_object_share=share, **flat),
-        "edgeproxy-neither": lambda b: PopularityPolicy(b, max_object_share=share, **fixed, **flat),
+        "edgeproxy-no-discount": lambda b: PopularityPolicy(
+            b, max_object_share=share, delta=0.0, delta_max=0.0
+        ),
+        "edgeproxy-fixed-discount": lambda b: PopularityPolicy(
+            b, max_object_share=share, delta=0.5, delta_max=0.5
+        ),
+        "edgeproxy-alpha-1": lambda b: PopularityPolicy(b, max_object_share=share, alpha=1.0),
+        "edgeproxy-alpha-0.5": lambda b: PopularityPolicy(b, max_object_share=share, alpha=0.5),
+        "edgeproxy-alpha-0": lambda b: PopularityPolicy(b, max_object_share=share, alpha=0.0),
     }
 
 
@@ -345,8 +362,7 @@ def run_trace(
             if isinstance(policy, PopularityPolicy):
                 counters.append(
                     f"| {pname} | {_pct(share)} | {policy.evictions:,} | "
-                    f"{policy.admissions_refused:,} | {policy.promotions:,} | "
-                    f"{policy.direct_admissions:,} | {policy.small_share:.3f} | "
+                    f"{policy.admissions_refused:,} | {policy.delta:.3f} | "
                     f"{len(policy):,} | {policy.bytes_stored:,} |"
                 )
         cells = " | ".join(f"{v:.3f}" for v in ohr + bhr)
@@ -354,13 +370,103 @@ def run_trace(
     if counters:
         out("")
         out(
-            "| policy | size | evictions | admissions refused | promoted from probation | "
-            "direct to main | probation share at end | objects stored | bytes stored |"
+            "| policy | size | evictions | admissions refused | newcomer discount at end | "
+            "objects stored | bytes stored |"
         )
-        out("|---|---|---|---|---|---|---|---|---|")
+        out("|---|---|---|---|---|---|---|")
         for line in counters:
             out(line)
     out("")
+
+
+async def _live(reqs: list[Request], share: float, out: Callable[[str], None]) -> None:
+    """Replay ``reqs`` through a live node (module docstring) and print both hit ratios."""
+    import tempfile
+
+    import aiohttp
+    from aiohttp import web
+
+    from edgeproxy.app import RunningNode
+    from edgeproxy.config import parse_config
+
+    fp = footprint(reqs)
+    budget = max(1, int(fp * share))
+    ids: dict[str, int] = {}
+    paths = [f"/t/{ids.setdefault(key, len(ids))}/{size}" for _, key, size in reqs]
+
+    async def answer(request: web.Request) -> web.Response:
+        size = int(request.path.rsplit("/", 1)[1])
+        return web.Response(
+            body=b"x" * size,
+            headers={"Cache-Control": "max-age=86400", "Content-Type": "application/octet-stream"},
+        )
+
+    app = web.Application()
+    app.router.add_get("/t/{obj}/{size}", answer)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    origin_port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    hits = hit_bytes = total_bytes = 0
+    with tempfile.TemporaryDirectory(prefix="trace-live-") as tmp:
+        data = {
+            "node": {
+                "name": "live",
+                "role": "edge",
+                "listen": "127.0.0.1:0",
+                "admin_listen": "127.0.0.1:0",
+            },
+            "store": {
+                "path": f"{tmp}/store",
+                "max_size": budget,
+                "ram_size": "4MiB",
+                "ram_object_max": "64KiB",
+                "max_object_share": 1.0,
+            },
+            "upstream": {"parents": [f"http://127.0.0.1:{origin_port}"]},
+            "policy": [{"name": "all", "path": "*", "default_ttl": "1d", "max_ttl": "1d"}],
+        }
+        node = RunningNode(parse_config(data, f"{tmp}/live.toml"))
+        await node.start()
+        try:
+            base = f"http://127.0.0.1:{node.port}"
+            async with aiohttp.ClientSession(auto_decompress=False) as session:
+                for path, (_, _, size) in zip(paths, reqs, strict=True):
+                    async with session.get(base + path) as resp:
+                        body = await resp.read()
+                        status = resp.headers.get("Cache-Status", "")
+                    if resp.status != 200 or len(body) != size:
+                        raise RuntimeError(f"{path}: {resp.status}, {len(body)} bytes")
+                    total_bytes += size
+                    member = [part.strip() for part in status.split(",")[-1].split(";")]
+                    if member[0] == "live" and "hit" in member[1:]:
+                        hits += 1
+                        hit_bytes += size
+            store = node.store
+            stored, used, evictions = len(store.index), store.used_bytes, store.evictions
+        finally:
+            await node.stop(1.0)
+            await runner.cleanup()
+    sim = PopularityPolicy.for_disk(budget, max_object_share=1.0)
+    s_ohr, s_bhr = replay(reqs, sim, budget)
+    l_ohr, l_bhr = hits / len(reqs), hit_bytes / max(total_bytes, 1)
+    out(f"### live node vs simulator: {len(reqs):,} requests, cache {_pct(share)} of their")
+    out(f"footprint ({budget:,} bytes)\n")
+    out("| replay | OHR | BHR | evictions | objects stored | bytes stored |")
+    out("|---|---|---|---|---|---|")
+    out(
+        f"| live node (Cache-Status) | {l_ohr:.4f} | {l_bhr:.4f} | {evictions:,} | "
+        f"{stored:,} | {used:,} |"
+    )
+    out(
+        f"| simulator (same policy) | {s_ohr:.4f} | {s_bhr:.4f} | {sim.evictions:,} | "
+        f"{len(sim):,} | {sim.bytes_stored:,} |"
+    )
+    out(
+        f"\ndifference: OHR {abs(l_ohr - s_ohr) * 100:.2f} points, "
+        f"BHR {abs(l_bhr - s_bhr) * 100:.2f} points\n"
+    )
 
 
 def _commit() -> str:
@@ -395,6 +501,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=200_000, help="synthetic trace length")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--dump-trace", metavar="PATH", help="write the synthetic trace as CSV")
+    parser.add_argument("--live", action="store_true", help="replay through a live node")
+    parser.add_argument("--limit", type=int, default=0, help="only the first N requests")
+    parser.add_argument(
+        "--max-object-bytes",
+        type=int,
+        default=0,
+        help="drop requests for larger objects (the RAM layer's view: ram_object_max)",
+    )
     parser.add_argument("--save", action="store_true", help="write benchmarks/results/trace-*.md")
     parser.add_argument("--output", metavar="PATH", help="write the markdown here instead")
     args = parser.parse_args(argv)
@@ -445,6 +559,15 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     for label, load in traces:
         reqs = load()
+        if args.max_object_bytes > 0:
+            reqs = [r for r in reqs if r[2] <= args.max_object_bytes]
+        if args.limit > 0:
+            reqs = reqs[: args.limit]
+        if args.live:
+            import asyncio
+
+            asyncio.run(_live(reqs, sizes[0], out))
+            continue
         if args.dump_trace:
             write_trace(args.dump_trace, reqs)
         run_trace(label, reqs, sizes, policies, out)

@@ -29,10 +29,12 @@ API:
   the shared epoch; every worker then re-reads the ban list (and forgets its in-memory view).
 - ``GET /invalidations`` -> ``{"invalidations": [...]}`` (newest first);
   ``GET /invalidations/{id}`` -> one, or 404.
-- ``GET /popular?top=N`` (default 100, at most 10000) -> ``{"node", "paths": [{"path",
+- ``GET /popular?top=N`` (default 100, at most 10000) -> ``{"node", "of", "paths": [{"path",
   "count", "recent", "trend"}]}``, hottest first: decayed request counts per normalized path
   (:mod:`edgeproxy.popularity`; ``count`` with the long half-life, ``recent`` the short one,
-  ``trend`` rising/steady/falling). 503 where the node keeps none (a multi-process master).
+  ``trend`` rising/steady/falling). ``of=misses``: the same for the requests that went
+  upstream (miss, expired, revalidated): the paths that miss most. On a multi-process node the
+  master answers from its workers' tallies, merged (see :mod:`edgeproxy.metrics`).
 - ``POST /warm {"paths": ["/a.mp3", ...]}`` -> 200 ``{"node", "results": [{"path", "status",
   "cache_status", "bytes"} | {"path", "error"}]}``: each path is fetched with a GET through
   this node's own listener (at most ``WARM_CONCURRENCY`` at a time, each within
@@ -196,7 +198,7 @@ class Invalidations:
             raw = dump_bans(self.bans, self.records.values())  # on the loop: a consistent view
             await asyncio.get_running_loop().run_in_executor(None, write_ban_file, self.root, raw)
             if bans_changed and self.epoch is not None:
-                self.epoch.bump()
+                self.epoch.bump_bans()
 
     def _kick(self) -> None:
         self._wake.set()
@@ -381,11 +383,13 @@ def make_admin_app(
     popularity: Callable[[], Popularity | None] | None = None,
     listen_url: Callable[[], str | None] | None = None,
     name: str = "",
+    missed: Callable[[], Popularity | None] | None = None,
 ) -> web.Application:
     """The admin app shared by a single-process node and a multi-process node's master.
 
-    ``popularity``: the node's counts for ``GET /popular``; ``listen_url``: the base URL of
-    the node's own client listener for ``POST /warm`` (either missing: that endpoint is 503).
+    ``popularity`` and ``missed``: the node's request and miss counts for ``GET /popular``;
+    ``listen_url``: the base URL of the node's own client listener for ``POST /warm`` (either
+    missing: that endpoint is 503).
     """
     env: Mapping[str, str] = os.environ if environ is None else environ
 
@@ -454,9 +458,13 @@ def make_admin_app(
         return web.json_response(result)
 
     async def popular(request: web.Request) -> web.Response:
-        pop = popularity() if popularity is not None else None
+        of = request.query.get("of", "requests")
+        if of not in ("requests", "misses"):
+            return _error(400, f"of must be requests or misses, not {of!r}")
+        source = popularity if of == "requests" else missed
+        pop = source() if source is not None else None
         if pop is None:
-            return _error(503, "this node keeps no popularity counts (a multi-process master)")
+            return _error(503, f"this node keeps no counts of {of}")
         raw = request.query.get("top", "100")
         try:
             top = int(raw)
@@ -465,7 +473,9 @@ def make_admin_app(
         if not 1 <= top <= MAX_TOP:
             return _error(400, f"top must be an integer from 1 to {MAX_TOP}, not {raw!r}")
         now = time.time()
-        return web.json_response({"node": name, "paths": [p.as_dict() for p in pop.top(top, now)]})
+        return web.json_response(
+            {"node": name, "of": of, "paths": [p.as_dict() for p in pop.top(top, now)]}
+        )
 
     async def warm(request: web.Request) -> web.Response:
         base = listen_url() if listen_url is not None else None
@@ -540,19 +550,24 @@ async def warm_paths(
         return list(await asyncio.gather(*(one(session, p) for p in paths)))
 
 
-def _listen_url(node: Node) -> str | None:
-    """The base URL of ``node``'s client listener from its config (None for port 0)."""
-    cfg = node.config.node
-    if not cfg.listen_port:
+def listen_url_of(host: str, port: int) -> str | None:
+    """The base URL to reach a listener bound to ``host``:``port`` from this machine (a
+    wildcard address becomes loopback); None for port 0 (not known)."""
+    if not port:
         return None
-    host = cfg.listen_host
     if host in ("", "0.0.0.0"):
         host = "127.0.0.1"
     elif host == "::":
         host = "::1"
     if ":" in host:
         host = f"[{host}]"
-    return f"http://{host}:{cfg.listen_port}"
+    return f"http://{host}:{port}"
+
+
+def _listen_url(node: Node) -> str | None:
+    """The base URL of ``node``'s client listener from its config (None for port 0)."""
+    cfg = node.config.node
+    return listen_url_of(cfg.listen_host, cfg.listen_port)
 
 
 def build_admin_app(
@@ -602,7 +617,8 @@ def build_admin_app(
         stats=stats,
         registry=registry_for(NodeCollector(node, invalidations)),
         invalidations=lambda: invalidations,
-        popularity=lambda: getattr(node, "popularity", None),
+        popularity=lambda: node.popularity,
         listen_url=listen_url if listen_url is not None else lambda: _listen_url(node),
         name=node.name,
+        missed=lambda: node.traffic.missed,
     )

@@ -3,6 +3,12 @@
 Contract: :func:`serve` runs until SIGINT/SIGTERM, then stops accepting, drains in-flight
 requests (up to ``drain_timeout``) and closes everything it opened. :class:`RunningNode` is the
 same for tests (start/stop inside an existing event loop).
+
+TLS (``node.tls_cert``/``tls_key``): without ``tls_listen`` the listen port speaks HTTPS only;
+with it, ``listen`` stays plain HTTP and ``tls_listen`` serves HTTPS, both through one server
+(one connection limit). SIGHUP reads the certificate and key files again: new connections get
+the new certificate, established ones keep theirs; a broken pair is logged and the old one
+stays. (A multi-process node reloads its whole config on SIGHUP: see :mod:`edgeproxy.workers`.)
 """
 
 from __future__ import annotations
@@ -21,10 +27,13 @@ from edgeproxy.cache import entry as entry_module
 from edgeproxy.cache.bans import read_ban_file
 from edgeproxy.cache.store import DiskStore
 from edgeproxy.config import Config
+from edgeproxy.popularity import load_file as load_popularity
+from edgeproxy.popularity import save_file as save_popularity
 from edgeproxy.proxy.coalesce import Coalescer
 from edgeproxy.proxy.handler import Node
 from edgeproxy.proxy.server import HttpServer
 from edgeproxy.proxy.upstream import Upstream
+from edgeproxy.tls import TlsContexts, TlsError
 
 log = logging.getLogger("edgeproxy")
 
@@ -54,20 +63,32 @@ class RunningNode:
             ram_size=max(config.store.ram_size // worker_of, config.store.ram_object_max),
             ram_object_max=config.store.ram_object_max,
             shared=self.worker,
+            min_free=config.store.min_free,
+            min_free_percent=config.store.min_free_percent,
+            max_object_share=config.store.max_object_share,
         )
         self.upstream = Upstream(config.upstream, environ)
-        self.coalescer = Coalescer(config.store.path, executor=self.store.executor)
-        self.node = Node(config, self.store, self.upstream, self.coalescer)
+        # one process: no sibling to coordinate with, so no lock files on a miss's path
+        self.coalescer = Coalescer(
+            config.store.path, executor=self.store.executor, across_processes=self.worker
+        )
+        self.node = Node(config, self.store, self.upstream, self.coalescer, environ)
         self.server = HttpServer(self.node, config.node)
         self._admin_runner: web.AppRunner | None = None
         self._saver: asyncio.Task[None] | None = None
         self.invalidations: Invalidations | None = None  # multi-process: the master has it
         self.access_log: AccessLog | None = None
+        self.tls: TlsContexts | None = None
         self.port = 0
+        self.tls_port = 0  # the HTTPS port (= port when listen itself speaks TLS), 0: none
         self.admin_port = 0
 
-    async def start(self, *, listen_port: int | None = None) -> None:
+    async def start(
+        self, *, listen_port: int | None = None, tls_listen_port: int | None = None
+    ) -> None:
         cfg = self.config.node
+        if cfg.tls_cert is not None and cfg.tls_key is not None:
+            self.tls = TlsContexts(cfg.tls_cert, cfg.tls_key)
         await self.store.start()
         await self.store.run_io(self.coalescer.prepare, not self.worker)
         await self.upstream.start()
@@ -80,15 +101,33 @@ class RunningNode:
 
             # the epoch first, then the bans: a ban added in between bumps the epoch again
             self.node.epoch = SharedEpoch(root)
-            self.node.seen_epoch = self.node.epoch.value()
+            self.node.seen_epoch, self.node.seen_bans = self.node.epoch.values()
             self.node.bans = (await self.store.run_io(read_ban_file, root))[0]  # type: ignore[index]
         else:
             self.invalidations = Invalidations(root, functools.partial(walk_index, self.store))
             await self.invalidations.start()
             self.node.bans = self.invalidations.bans
+            # what was hot before a restart (a multi-process node's master keeps it)
+            await self.store.run_io(load_popularity, self.node.popularity, root, time.time())
         port = cfg.listen_port if listen_port is None else listen_port
-        await self.server.start(cfg.listen_host, port, reuse_port=self.worker)
-        self.port = self.server.port
+        tls_ctx = self.tls.listener if self.tls is not None else None
+        self.port = await self.server.start(
+            cfg.listen_host,
+            port,
+            reuse_port=self.worker,
+            ssl=tls_ctx if cfg.tls_on_listen else None,
+        )
+        if cfg.tls_on_listen:
+            self.tls_port = self.port
+        elif cfg.tls_listen_host is not None:
+            self.tls_port = await self.server.start(
+                cfg.tls_listen_host,
+                cfg.tls_listen_port if tls_listen_port is None else tls_listen_port,
+                reuse_port=self.worker,
+                ssl=tls_ctx,
+            )
+        if self.tls_port:
+            self.node.https_port = self.tls_port
         self._saver = asyncio.get_running_loop().create_task(self._save_periodically())
         if self.worker:
             return  # the master serves the admin API
@@ -111,6 +150,32 @@ class RunningNode:
             if elapsed >= STATE_SAVE_INTERVAL:
                 elapsed = 0.0
                 await self.store.save_state()
+                await self.save_popularity()
+
+    async def save_popularity(self) -> None:
+        """The request popularity to ``<store>/popularity.json`` (not in a worker: its
+        master keeps the node's). A failure is logged; serving goes on."""
+        if self.worker:
+            return
+        state = self.node.popularity.dump(time.time())
+        loop = asyncio.get_running_loop()
+        try:  # the loop's executor: the store's may be shut down already
+            await loop.run_in_executor(None, save_popularity, state, self.config.store.path)
+        except OSError as exc:
+            log.warning("popularity not saved: %s", exc)
+
+    def reload_tls(self) -> bool:
+        """SIGHUP: read the certificate and key again (new connections get them); on failure
+        log it and keep serving the old pair. True when a new pair is in use."""
+        if self.tls is None:
+            return False
+        try:
+            self.tls.reload()
+        except TlsError as exc:
+            log.error("TLS reload refused, keeping the old certificate: %s: %s", exc.option, exc)
+            return False
+        log.info("TLS certificate reloaded from %s", self.tls.cert)
+        return True
 
     def reopen_logs(self) -> None:
         """SIGUSR1: reopen the access log file (after it was renamed for rotation)."""
@@ -127,6 +192,7 @@ class RunningNode:
         if self.invalidations is not None:
             await self.invalidations.close()
         await self.upstream.close()
+        await self.save_popularity()
         await self.store.close()
         if self.access_log is not None:
             self.node.access_log = None
@@ -137,19 +203,28 @@ async def _serve(config: Config) -> None:
     node = RunningNode(config)
     await node.start()
     log.info(
-        "node %s (%s) serving http://%s:%d/ (admin http://%s:%d/healthz)",
+        "node %s (%s) serving %s://%s:%d/ (admin http://%s:%d/healthz)",
         config.node.name,
         config.node.role,
+        "https" if config.node.tls_on_listen else "http",
         config.node.listen_host,
         node.port,
         config.node.admin_host,
         node.admin_port,
     )
+    if config.node.tls_listen_host is not None:
+        log.info(
+            "node %s serving https://%s:%d/",
+            config.node.name,
+            config.node.tls_listen_host,
+            node.tls_port,
+        )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGUSR1, node.reopen_logs)
+    loop.add_signal_handler(signal.SIGHUP, node.reload_tls)
     await stop.wait()
     log.info("node %s stopping", config.node.name)
     await node.stop()

@@ -1,4 +1,4 @@
-"""Command line: ``edgeproxy serve|check|demo|topology|invalidate|warm``.
+"""Command line: ``edgeproxy serve|check|demo|topology|invalidate|warm|report|sign``.
 
 Exit status 2 with one line naming the file, the key and the problem on a bad config.
 """
@@ -124,6 +124,24 @@ def cmd_warm(args: argparse.Namespace) -> int:
         return 1
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from edgeproxy import ops
+
+    try:
+        targets, token = _ops_targets(args)
+        return ops.report(
+            targets,
+            token,
+            price_per_gb=args.price_per_gb,
+            html=args.html,
+            top=args.top,
+            min_requests=args.min_requests,
+        )
+    except ops.OpsError as exc:
+        print(f"edgeproxy report: {exc}", file=sys.stderr)
+        return 2
+
+
 def _add_ops_parsers(sub: argparse._SubParsersAction) -> None:
     def where(p: argparse.ArgumentParser) -> None:
         group = p.add_mutually_exclusive_group(required=True)
@@ -156,6 +174,76 @@ def _add_ops_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--to", default="edge", help="role (or node) to warm (default edge)")
     p.add_argument("paths", nargs="*", metavar="PATH", help="these paths instead of --from")
     p.set_defaults(func=cmd_warm)
+    p = sub.add_parser(
+        "report",
+        help="scrape every node: hit ratios, offload, savings, TTFB, top paths, advice",
+        description="Token: $EDGEPROXY_ADMIN_TOKEN, else the topology's state file.",
+    )
+    where(p)
+    p.add_argument(
+        "--price-per-gb", type=float, default=0.09, help="origin egress price per GB (2^30 B)"
+    )
+    p.add_argument("--html", default=None, metavar="FILE", help="also write a self-contained page")
+    p.add_argument("--top", type=int, default=10, help="top paths per tier")
+    p.add_argument(
+        "--min-requests", type=int, default=20, help="judge a tier's hit ratio from N requests"
+    )
+    p.set_defaults(func=cmd_report)
+
+
+def cmd_sign(args: argparse.Namespace) -> int:
+    """Print ``args.url`` signed for ``[policy.signed_urls] type = "hmac"`` (secret from the
+    environment variable the policy names)."""
+    import os
+    import time
+
+    from edgeproxy.config import parse_duration
+    from edgeproxy.signing import parse_keys, sign_url
+
+    def fail(message: str) -> int:
+        print(f"edgeproxy sign: {message}", file=sys.stderr)
+        return 2
+
+    text = os.environ.get(args.keys_env)
+    if not text:
+        return fail(f'{args.keys_env} is not set; export "id:secret[,id2:secret2]"')
+    try:
+        keys = parse_keys(text)
+    except ValueError as err:
+        return fail(f"{args.keys_env}: {err}")
+    key_id = args.key_id or next(iter(keys))
+    if key_id not in keys:
+        return fail(f"key id {key_id!r} is not in {args.keys_env} (ids: {', '.join(keys)})")
+    try:
+        lifetime = parse_duration(args.expires)
+    except ValueError as err:
+        return fail(f"--expires: {err}")
+    if lifetime <= 0:
+        return fail("--expires: must be longer than 0s")
+    expires = int(time.time() + lifetime)
+    try:
+        print(sign_url(args.url, keys[key_id], key_id, expires, prefix=args.prefix))
+    except ValueError as err:
+        return fail(str(err))
+    return 0
+
+
+def _add_sign_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "sign",
+        help='print a signed URL for a policy with [policy.signed_urls] type = "hmac"',
+        description="The secret comes from the environment (--keys-env), never the command line.",
+    )
+    p.add_argument("url", help="a URL or path, e.g. https://cdn.example/audio/a/t1.mp3?quality=hi")
+    p.add_argument("--expires", default="1h", help='lifetime from now, e.g. "1h", "7d" (1h)')
+    p.add_argument("--key-id", default=None, help="key id to sign with (default: the first)")
+    p.add_argument("--prefix", default=None, help="sign a path prefix instead, e.g. /audio/album1/")
+    p.add_argument(
+        "--keys-env",
+        default="EDGEPROXY_URL_KEYS",
+        help="variable holding id:secret[,id:secret] (default EDGEPROXY_URL_KEYS)",
+    )
+    p.set_defaults(func=cmd_sign)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -174,6 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=cmd_demo)
     _add_topology_parser(sub)
     _add_ops_parsers(sub)
+    _add_sign_parser(sub)
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=getattr(logging, str(args.log_level).upper(), logging.INFO),

@@ -4,8 +4,9 @@ Contract: ``load_config(path)`` returns a :class:`Config` or raises :class:`Conf
 ``str()`` is ONE line naming the file, the key and what is wrong (and the fix where obvious), e.g.
 ``conf/edge.toml: store.max_size: "10 GB" is not a size; use e.g. "10GiB", "512MiB" or bytes``.
 Role (edge | regional | shield) only fills defaults; everything else is data. Nothing outside
-the file is read at load time: the credentials' environment variables are checked at start by
-:func:`check_environment`.
+the file is read at load time but the TLS certificate and key (so ``edgeproxy check`` and a
+SIGHUP reload refuse a broken pair): the credentials' environment variables are checked at start
+by :func:`check_environment`.
 
 Schema (``#`` marks the defaults; keys not listed here are errors, with a did-you-mean hint)::
 
@@ -24,6 +25,11 @@ Schema (``#`` marks the defaults; keys not listed here are errors, with a did-yo
     access_log = "off"              # "off" | "stdout" | a file path (relative: to this file);
                                     # one JSON line per request, reopened on SIGUSR1. Off by
                                     # default: a line costs about as much as a RAM hit itself
+    tls_cert = "tls/edge.crt"       # PEM certificate chain (relative: to this file); with
+    tls_key = "tls/edge.key"        # its unencrypted PEM key: both or neither. Checked at load
+                                    # (the one thing read at load), read again on SIGHUP
+    tls_listen = "0.0.0.0:8443"     # optional: HTTPS here and plain HTTP on listen; without
+                                    # it, listen itself serves HTTPS (and nothing plain)
 
     [node.limits]                   # optional; limits of the client-facing HTTP/1.1 server
     max_header_bytes = "16KiB"
@@ -32,12 +38,18 @@ Schema (``#`` marks the defaults; keys not listed here are errors, with a did-yo
     max_body_bytes = "64MiB"
     idle_timeout = "60s"
     header_timeout = "10s"
+    max_connections = 4096          # open client connections per process (each worker); more
+                                    # are closed right after accept, as nginx does beyond
+                                    # worker_connections
 
     [store]                         # optional table
     path = "var/cache/edge-1"       # default "var/cache/<node.name>"
     max_size = "1GiB"               # default by role: edge 1GiB, regional/shield 20GiB
     ram_size = "256MiB"             # default by role: edge 256MiB, regional/shield 128MiB; 0 = off
     ram_object_max = "256KiB"       # <= ram_size
+    min_free = "0"                  # free space kept on the store's file system: a size, or a
+                                    # share of the file system such as "5%"; 0 = no watermark
+    max_object_share = 0.5          # objects larger than this share of max_size pass through
 
     [upstream]                      # required: exactly one of `parents` and [upstream.s3]
     parents = ["http://127.0.0.1:8081"]   # base URLs (http/https, no path), tried by rendezvous
@@ -84,6 +96,9 @@ Schema (``#`` marks the defaults; keys not listed here are errors, with a did-yo
     max_ttl = "365d"                # default 365d; caps the origin's freshness
     min_ttl = "0s"                  # min_ttl <= default_ttl <= max_ttl
     compress = false
+    compress_min_size = 1000        # bytes; bodies outside min..max are served as they are
+    compress_max_size = "10MiB"
+    unacceptable_encoding = "identity"  # or "406": nothing in Accept-Encoding is acceptable
     query_keys = ["quality", "format", "bitrate"]  # case-sensitive names; the rest is dropped
     header_keys = []                # lower-cased; never hop-by-hop, cookie, authorization,
                                     # range (slices) nor accept-encoding (the variant)
@@ -96,8 +111,25 @@ Schema (``#`` marks the defaults; keys not listed here are errors, with a did-yo
     slice_threshold = "8MiB"        # cached as aligned slices (default slice_size 0: off)
     stale_while_revalidate = "0s"   # RFC 5861 windows used when the origin says nothing
     stale_if_error = "0s"           # (never with s-maxage); 0 = off
+    viewer_protocol = "allow-all"   # CloudFront's: "allow-all" | "redirect-to-https" (plain
+                                    # GET/HEAD -> 301 to https://, other methods 403) |
+                                    # "https-only" (plain -> 403); the last two need node TLS
     [policy.response_headers]       # added to responses (e.g. on the edge only)
     "Strict-Transport-Security" = "max-age=31536000; includeSubDomains"
+    [policy.signed_urls]            # optional: checked before any cache lookup, 403 otherwise
+    type = "hmac"                   # "hmac": edgeproxy's own (see edgeproxy/signing.py) |
+                                    # "s3-presigned": S3 SigV4 presigned URLs made with the
+                                    # origin's credentials ([upstream.s3] or fallback_s3)
+    required = true                 # false: unsigned requests pass, bad signatures do not
+    keys_env = "EDGEPROXY_URL_KEYS" # hmac: the variable holding "id:secret,id2:secret2"
+                                    # (several ids: keys rotate); never secrets in this file
+    [policy.cors]                   # optional: the edge owns CORS for this policy
+    allow_origins = ["https://app.example"]  # required; ["*"], or "https://*.example.com"
+    allow_methods = ["GET", "HEAD"] # preflight OPTIONS is answered at the edge (204 / 403)
+    allow_headers = []              # request headers a preflight may ask for; ["*"]: any
+    expose_headers = []             # Access-Control-Expose-Headers
+    max_age = "10m"                 # Access-Control-Max-Age
+    allow_credentials = false       # true needs listed origins (never with "*")
 
 Values:
 
@@ -132,6 +164,10 @@ from typing import Any, Literal, NoReturn
 from urllib.parse import urlsplit
 
 from edgeproxy.cache.key import BadRequestTarget, normalize_path  # pure, imports no config
+from edgeproxy.http.cors import CorsRules  # pure
+from edgeproxy.signing import PARAMS as SIGNED_URL_PARAMS  # pure
+from edgeproxy.signing import parse_keys
+from edgeproxy.tls import VIEWER_PROTOCOLS, TlsError, build_context  # imports no config
 
 Role = Literal["edge", "regional", "shield"]
 
@@ -171,6 +207,18 @@ class NodeConfig:
     admin_token_env: str = "EDGEPROXY_ADMIN_TOKEN"
     # "off" | "stdout" | an absolute file path: one JSON line per request
     access_log: str = "off"
+    # TLS (absolute paths); None: no TLS. Without tls_listen, listen serves HTTPS only
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_listen_host: str | None = None  # set: HTTPS here, plain HTTP on listen
+    tls_listen_port: int = 0
+    # open client connections per process; more are closed right after accept
+    max_connections: int = 4096
+
+    @property
+    def tls_on_listen(self) -> bool:
+        """The main listener itself speaks TLS (a certificate and no ``tls_listen``)."""
+        return self.tls_cert is not None and self.tls_listen_host is None
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,6 +227,9 @@ class StoreConfig:
     max_size: int  # bytes
     ram_size: int  # bytes of the RAM layer
     ram_object_max: int = 256 * 1024  # objects up to this size are held in RAM
+    min_free: int = 0  # bytes kept free on the store's file system (0: no watermark)
+    min_free_percent: float = 0.0  # or this share (0-100) of the file system's size
+    max_object_share: float = 0.5  # larger objects (share of max_size) are not stored
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,6 +298,15 @@ class UpstreamConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class SignedUrlConfig:
+    """``[policy.signed_urls]``: signed URLs are checked before any cache lookup."""
+
+    type: Literal["hmac", "s3-presigned"] = "hmac"
+    required: bool = True  # False: unsigned requests pass; a signature present must be valid
+    keys_env: str = "EDGEPROXY_URL_KEYS"  # hmac: "id:secret,id2:secret2" (edgeproxy.signing)
+
+
+@dataclass(frozen=True, slots=True)
 class PolicyConfig:
     name: str
     path: str  # pattern: "/audio/*" (prefix when it ends with "*"), an exact path, or "*"
@@ -254,6 +314,12 @@ class PolicyConfig:
     max_ttl: float
     min_ttl: float = 0.0
     compress: bool = False
+    # compress bodies of compress_min_size..compress_max_size bytes (issue 5 item 2)
+    compress_min_size: int = 1000
+    compress_max_size: int = 10 * 1024 * 1024
+    # nothing acceptable in Accept-Encoding (e.g. "identity;q=0" alone): answer identity
+    # anyway (RFC 9110 sec. 12.5.3 allows it) or 406 Not Acceptable
+    unacceptable_encoding: Literal["identity", "406"] = "identity"
     query_keys: tuple[str, ...] = ()  # names as written (matched case-sensitively)
     header_keys: tuple[str, ...] = ()  # lower-case names
     # forwarded upstream but not keyed (CloudFront's origin request policy): a response that
@@ -272,6 +338,11 @@ class PolicyConfig:
     # (a cache "configured" to serve stale, RFC 9111 sec. 4.2.4); never with s-maxage
     stale_while_revalidate: float = 0.0
     stale_if_error: float = 0.0
+    # CloudFront's viewer protocol policy for requests that arrive over plain HTTP
+    viewer_protocol: Literal["allow-all", "redirect-to-https", "https-only"] = "allow-all"
+    # signed URLs required or accepted (None: off); CORS answered by the edge (None: off)
+    signed_urls: SignedUrlConfig | None = None
+    cors: CorsRules | None = None
 
     def matches(self, path: str) -> bool:
         """First-match rule: "*" matches all; "/x/*" is a prefix; otherwise exact."""
@@ -694,6 +765,9 @@ _NODE_KEYS = (
     "strip_targeted",
     "admin_token_env",
     "access_log",
+    "tls_cert",
+    "tls_key",
+    "tls_listen",
 )
 _LIMIT_KEYS = (
     "max_header_bytes",
@@ -702,8 +776,16 @@ _LIMIT_KEYS = (
     "max_body_bytes",
     "idle_timeout",
     "header_timeout",
+    "max_connections",
 )
-_STORE_KEYS = ("path", "max_size", "ram_size", "ram_object_max")
+_STORE_KEYS = (
+    "path",
+    "max_size",
+    "ram_size",
+    "ram_object_max",
+    "min_free",
+    "max_object_share",
+)
 _UPSTREAM_KEYS = (
     "parents",
     "parent",
@@ -739,6 +821,9 @@ _POLICY_KEYS = (
     "max_ttl",
     "min_ttl",
     "compress",
+    "compress_min_size",
+    "compress_max_size",
+    "unacceptable_encoding",
     "query_keys",
     "header_keys",
     "forward_headers",
@@ -750,6 +835,9 @@ _POLICY_KEYS = (
     "response_headers",
     "stale_while_revalidate",
     "stale_if_error",
+    "viewer_protocol",
+    "signed_urls",
+    "cors",
 )
 
 _ROLES: tuple[str, ...] = ("edge", "regional", "shield")
@@ -861,6 +949,9 @@ def _parse_node(root: _Table, base_dir: str = "") -> NodeConfig:
                 '"var/log/edge-1.access.log"',
             )
         access_log = os.path.normpath(os.path.join(base_dir, access_log))
+    tls_cert, tls_key, tls_host, tls_port = _parse_tls(
+        t, base_dir, (host, port), (admin_host, admin_port)
+    )
 
     def limit_default(field_name: str) -> Any:
         return _field_default(NodeConfig, field_name)
@@ -886,7 +977,58 @@ def _parse_node(root: _Table, base_dir: str = "") -> NodeConfig:
         strip_targeted=strip_targeted,
         admin_token_env=admin_token_env,
         access_log=access_log,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        tls_listen_host=tls_host,
+        tls_listen_port=tls_port,
+        max_connections=limits.integer(
+            "max_connections", limit_default("max_connections"), 1, 1_000_000
+        ),
     )
+
+
+def _same_socket(a: tuple[str, int], b: tuple[str, int]) -> bool:
+    """Two listen addresses that would compete for one port (port 0 never does)."""
+    wildcard = ("0.0.0.0", "::")
+    return bool(a[1]) and a[1] == b[1] and (a[0] == b[0] or a[0] in wildcard or b[0] in wildcard)
+
+
+def _parse_tls(
+    t: _Table, base_dir: str, listen: tuple[str, int], admin: tuple[str, int]
+) -> tuple[str | None, str | None, str | None, int]:
+    """``tls_cert``, ``tls_key`` (both or neither; loaded once here so a bad pair is a config
+    error) and ``tls_listen`` -> (cert path, key path, TLS host, TLS port)."""
+    paths: dict[str, str] = {}
+    for option in ("tls_cert", "tls_key"):
+        value = t.string(option, None, f'"tls/edge.{option[4:]}.pem"')
+        if value is None:
+            continue
+        if not value or "\0" in value or value.endswith(("/", os.sep)):
+            t.fail(option, f'{_show(value)} is not a file path; write e.g. "tls/edge.pem"')
+        paths[option] = os.path.normpath(os.path.join(base_dir, value))
+    if len(paths) == 1:
+        (given,) = paths
+        other = "tls_key" if given == "tls_cert" else "tls_cert"
+        t.fail(other, f"missing: {given} is set, so set {other} too (or remove both: no TLS)")
+    if "tls_listen" in t and not paths:
+        t.fail("tls_listen", "needs tls_cert and tls_key; set them or remove tls_listen")
+    tls_host: str | None = None
+    tls_port = 0
+    if "tls_listen" in t:
+        try:
+            tls_host, tls_port = parse_listen(t.string("tls_listen", example='"0.0.0.0:8443"'))
+        except ValueError as err:
+            t.fail("tls_listen", str(err))
+        if _same_socket((tls_host, tls_port), listen):
+            t.fail("tls_listen", "is the listen address; HTTPS needs its own port (e.g. 443)")
+        if _same_socket((tls_host, tls_port), admin):
+            t.fail("tls_listen", "is the admin_listen address; pick another port")
+    if paths:
+        try:
+            build_context(paths["tls_cert"], paths["tls_key"])
+        except TlsError as err:
+            t.fail(err.option, err.message)
+    return paths.get("tls_cert"), paths.get("tls_key"), tls_host, tls_port
 
 
 def _parse_store(root: _Table, node: NodeConfig, base_dir: str) -> StoreConfig:
@@ -907,12 +1049,33 @@ def _parse_store(root: _Table, node: NodeConfig, base_dir: str) -> StoreConfig:
             f"{ram_object_max} bytes exceeds store.ram_size ({ram_size} "
             "bytes); lower it or raise ram_size",
         )
+    min_free, min_free_percent = _min_free(t)
+    share = t.value("max_object_share", _field_default(StoreConfig, "max_object_share"), "0.5")
+    if isinstance(share, bool) or not isinstance(share, int | float) or not 0 < share <= 1:
+        t.fail("max_object_share", f"must be a number in (0, 1], got {_describe(share)}")
     return StoreConfig(
         path=os.path.normpath(os.path.join(base_dir, path)),
         max_size=max_size,
         ram_size=ram_size,
         ram_object_max=ram_object_max,
+        min_free=min_free,
+        min_free_percent=min_free_percent,
+        max_object_share=float(share),
     )
+
+
+def _min_free(t: _Table) -> tuple[int, float]:
+    """``store.min_free``: a size ("1GiB", bytes) or a share of the file system ("5%")."""
+    raw = t.value("min_free", 0, '"1GiB"')
+    if isinstance(raw, str) and raw.strip().endswith("%"):
+        try:
+            percent = float(raw.strip()[:-1])
+        except ValueError:
+            percent = -1.0
+        if not 0 <= percent < 100:
+            t.fail("min_free", f'{_show(raw)} is not a share; write e.g. min_free = "5%"')
+        return 0, percent
+    return t.size("min_free", 0), 0.0
 
 
 def _is_own_address(url: str, node: NodeConfig) -> bool:
@@ -1191,7 +1354,7 @@ def _query_keys(t: _Table) -> tuple[str, ...]:
                 f"{_show(name)} is not a query parameter name; write names "
                 "decoded, without spaces or any of & = # % ? +",
             )
-        if name.lower().startswith("x-amz-"):
+        if name.lower().startswith("x-amz-") or name in SIGNED_URL_PARAMS:
             t.fail(
                 "query_keys",
                 f"{_show(name)}: presigned-URL signature parameters are never keyed; remove it",
@@ -1271,6 +1434,117 @@ def _response_headers(t: _Table) -> tuple[tuple[str, str], ...]:
     return tuple(pairs)
 
 
+_SIGNED_URL_KEYS = ("type", "required", "keys_env")
+_CORS_KEYS = (
+    "allow_origins",
+    "allow_methods",
+    "allow_headers",
+    "expose_headers",
+    "max_age",
+    "allow_credentials",
+)
+_ORIGIN_RE = re.compile(
+    r"(https?)://(\*\.)?([a-z0-9](?:[a-z0-9.-]*[a-z0-9])?|\[[0-9a-f:.]+\])(:[0-9]{1,5})?",
+    re.ASCII,
+)
+
+
+def _signed_urls(t: _Table) -> SignedUrlConfig | None:
+    s = t.table("signed_urls", _SIGNED_URL_KEYS)
+    if s is None:
+        return None
+    kind = s.string("type", "hmac", '"hmac"')
+    if kind not in ("hmac", "s3-presigned"):
+        s.fail(
+            "type",
+            f'{_show(kind)} is not "hmac" (edgeproxy sign) nor "s3-presigned" (S3 SigV4 URLs)',
+        )
+    keys_env = s.string("keys_env", "EDGEPROXY_URL_KEYS", '"EDGEPROXY_URL_KEYS"')
+    if not _ENV_NAME_RE.fullmatch(keys_env):
+        s.fail(
+            "keys_env",
+            f"{_show(keys_env)} is not an environment variable name; the secrets live in the "
+            'environment, e.g. keys_env = "EDGEPROXY_URL_KEYS"',
+        )
+    if kind == "s3-presigned" and "keys_env" in s:
+        s.fail("keys_env", "s3-presigned URLs are verified with the origin's S3 credentials")
+    return SignedUrlConfig(
+        type=kind,
+        required=s.boolean("required", True),
+        keys_env=keys_env,
+    )
+
+
+def _cors_origins(c: _Table) -> tuple[str, ...]:
+    origins = c.strings("allow_origins", _MISSING, '["https://app.example"]')
+    if not origins:
+        c.fail("allow_origins", 'is empty; list origins, e.g. ["https://app.example"], or ["*"]')
+    if "*" in origins:
+        if len(origins) > 1:
+            c.fail("allow_origins", '"*" allows every origin; list it alone or remove it')
+        return ("*",)
+    lowered: list[str] = []
+    for origin in origins:
+        low = origin.lower()
+        match = _ORIGIN_RE.fullmatch(low)
+        if match is None or (match.group(4) and not 0 < int(match.group(4)[1:]) < 65536):
+            fix = low.rstrip("/") if low.endswith("/") else "https://app.example"
+            c.fail(
+                "allow_origins",
+                f"{_show(origin)} is not an origin (scheme://host[:port], no path; "
+                f'"https://*.example.com" for subdomains); write e.g. {_show(fix)}',
+            )
+        if low in lowered:
+            c.fail("allow_origins", f"{_show(origin)} is listed twice; list each once")
+        lowered.append(low)
+    return tuple(lowered)
+
+
+def _cors_names(c: _Table, option: str, credentials: bool, lower: bool) -> tuple[str, ...]:
+    names = c.strings(option, (), '["content-type"]')
+    if names == ("*",) or "*" in names:
+        if len(names) > 1:
+            c.fail(option, '"*" allows every header; list it alone or remove it')
+        if option == "expose_headers" and credentials:
+            c.fail(option, '"*" is not a wildcard with allow_credentials = true; list the names')
+        return ("*",)
+    for name in names:
+        if not _TOKEN_RE.fullmatch(name):
+            c.fail(option, f"{_show(name)} is not a header field name")
+    if len({n.lower() for n in names}) != len(names):
+        c.fail(option, "lists a name twice (names are case-insensitive); list each once")
+    return tuple(n.lower() for n in names) if lower else tuple(names)
+
+
+def _cors(t: _Table) -> CorsRules | None:
+    c = t.table("cors", _CORS_KEYS)
+    if c is None:
+        return None
+    origins = _cors_origins(c)
+    credentials = c.boolean("allow_credentials", False)
+    if credentials and origins == ("*",):
+        c.fail(
+            "allow_credentials",
+            'true with allow_origins = ["*"] would let every site read answers made with the '
+            "user's cookies; list the allowed origins",
+        )
+    methods = c.strings("allow_methods", ("GET", "HEAD"), '["GET", "HEAD"]')
+    for method in methods:
+        if not _TOKEN_RE.fullmatch(method) or method != method.upper():
+            c.fail("allow_methods", f"{_show(method)} is not an upper-case method name")
+    max_age = c.duration("max_age", 600.0, example='"10m"')
+    if max_age != int(max_age):
+        c.fail("max_age", f"{max_age:g}s is not a whole number of seconds")
+    return CorsRules(
+        allow_origins=origins,
+        allow_methods=tuple(methods),
+        allow_headers=_cors_names(c, "allow_headers", credentials, lower=True),
+        expose_headers=_cors_names(c, "expose_headers", credentials, lower=False),
+        max_age=int(max_age),
+        allow_credentials=credentials,
+    )
+
+
 def _policy_path(t: _Table) -> str:
     path = t.string("path", example='"/audio/*"')
     if path == "*":
@@ -1329,6 +1603,19 @@ def _parse_policy(t: _Table) -> PolicyConfig:
         t.fail(
             "other_methods", f'{_show(other)} is not "pass" (forward upstream) nor "refuse" (405)'
         )
+    unacceptable = t.string("unacceptable_encoding", "identity", '"identity"')
+    if unacceptable not in ("identity", "406"):
+        t.fail(
+            "unacceptable_encoding",
+            f'{_show(unacceptable)} is not "identity" (answer uncoded anyway) nor "406"',
+        )
+    compress_min = t.size("compress_min_size", 1000)
+    compress_max = t.size("compress_max_size", 10 * 1024 * 1024)
+    if compress_min > compress_max:
+        t.fail(
+            "compress_min_size",
+            f"{compress_min} bytes exceeds compress_max_size ({compress_max} bytes)",
+        )
     return PolicyConfig(
         name=name,
         path=path,
@@ -1336,6 +1623,9 @@ def _parse_policy(t: _Table) -> PolicyConfig:
         max_ttl=max_ttl,
         min_ttl=min_ttl,
         compress=t.boolean("compress", False),
+        compress_min_size=compress_min,
+        compress_max_size=compress_max,
+        unacceptable_encoding=unacceptable,  # type: ignore[arg-type]
         query_keys=_query_keys(t),
         header_keys=_header_keys(t),
         forward_headers=_header_keys(t, "forward_headers"),
@@ -1347,7 +1637,62 @@ def _parse_policy(t: _Table) -> PolicyConfig:
         response_headers=_response_headers(t),
         stale_while_revalidate=t.duration("stale_while_revalidate", 0.0),
         stale_if_error=t.duration("stale_if_error", 0.0),
+        viewer_protocol=_viewer_protocol(t),
+        signed_urls=_signed_urls(t),
+        cors=_cors(t),
     )
+
+
+def _viewer_protocol(t: _Table) -> Any:
+    value = t.string("viewer_protocol", "allow-all", '"redirect-to-https"')
+    if value not in VIEWER_PROTOCOLS:
+        t.fail(
+            "viewer_protocol",
+            f"{_show(value)} is not a viewer protocol; " + _did_you_mean(value, VIEWER_PROTOCOLS),
+        )
+    return value
+
+
+def _check_viewer_protocols(
+    file: str, node: NodeConfig, policies: tuple[PolicyConfig, ...]
+) -> None:
+    """A policy that wants HTTPS on a node without TLS would answer every request with a
+    redirect or a 403 (behind a TLS-terminating proxy: a redirect loop)."""
+    if node.tls_cert is not None:
+        return
+    for index, policy in enumerate(policies):
+        if policy.viewer_protocol != "allow-all":
+            raise ConfigError(
+                file,
+                f"policy[{index}].viewer_protocol",
+                f"{_show(policy.viewer_protocol)} needs TLS on this node; set node.tls_cert and "
+                'node.tls_key (and node.tls_listen to keep plain HTTP), or use "allow-all"',
+            )
+
+
+def presign_origin(upstream: UpstreamConfig) -> S3OriginConfig | None:
+    """The S3 origin whose credentials verify presigned URLs: ``[upstream.s3]``, else
+    ``[upstream.fallback_s3]``; None when neither has credentials."""
+    for s3 in (upstream.s3, upstream.fallback_s3):
+        if s3 is not None and s3.access_key_env and s3.secret_key_env:
+            return s3
+    return None
+
+
+def _check_presigned(
+    file: str, upstream: UpstreamConfig, policies: tuple[PolicyConfig, ...]
+) -> None:
+    """S3 presigned URLs are verified with the origin's credentials: the node needs them."""
+    if presign_origin(upstream) is not None:
+        return
+    for index, policy in enumerate(policies):
+        if policy.signed_urls is not None and policy.signed_urls.type == "s3-presigned":
+            raise ConfigError(
+                file,
+                f"policy[{index}].signed_urls.type",
+                '"s3-presigned" needs the origin\'s credentials: set access_key_env and '
+                "secret_key_env in [upstream.s3] (or [upstream.fallback_s3])",
+            )
 
 
 def _is_catch_all(policy: PolicyConfig) -> bool:
@@ -1407,6 +1752,8 @@ def parse_config(data: Mapping[str, Any], file: str) -> Config:
     store = _parse_store(root, node, base_dir)
     upstream = _parse_upstream(root, node)
     policies = _parse_policies(root)
+    _check_viewer_protocols(file, node, policies)
+    _check_presigned(file, upstream, policies)
     return Config(file=file, node=node, store=store, upstream=upstream, policies=policies)
 
 
@@ -1438,7 +1785,8 @@ def check_environment(config: Config, environ: Mapping[str, str] | None = None) 
 
     Checks that the credentials' environment variables named by ``upstream.s3`` (and
     ``upstream.fallback_s3``) are set and
-    non-empty (e.g. ``"AWS_SECRET_ACCESS_KEY is not set (upstream.s3.secret_key_env)"``) and
+    non-empty (e.g. ``"AWS_SECRET_ACCESS_KEY is not set (upstream.s3.secret_key_env)"``), that
+    the signed-URL keys named by each hmac ``[policy.signed_urls]`` are set and parse, and
     that ``store.path`` is, or can be created as, a writable directory. ``environ`` defaults
     to ``os.environ``. Called at start, never at load.
     """
@@ -1458,6 +1806,18 @@ def check_environment(config: Config, environ: Mapping[str, str] | None = None) 
                 problems.append(f"{name} is not set (upstream.{table}.{key}); export it")
             elif not env[name]:
                 problems.append(f"{name} is empty (upstream.{table}.{key}); export its value")
+    for index, policy in enumerate(config.policies):
+        signed = policy.signed_urls
+        if signed is None or signed.type != "hmac":
+            continue
+        where = f"policy[{index}].signed_urls.keys_env"
+        if signed.keys_env not in env:
+            problems.append(f'{signed.keys_env} is not set ({where}); export "id:secret,..."')
+            continue
+        try:
+            parse_keys(env[signed.keys_env])
+        except ValueError as err:
+            problems.append(f"{signed.keys_env} ({where}): {err}")
     path = config.store.path
     probe = path
     while not os.path.exists(probe):

@@ -1,4 +1,4 @@
-"""Operator commands over a running topology: ``edgeproxy invalidate`` and ``edgeproxy warm``.
+"""Operator commands over a running topology: ``edgeproxy invalidate``, ``warm`` and ``report``.
 
 Contract:
 - The nodes come from a running topology's state file (``--topology FILE``, as written by
@@ -18,6 +18,11 @@ Contract:
   the ``--to`` role (default edge), in batches, every node at once; a progress bar on stderr;
   one summary line per node. Exit 1 when a node refuses or is unreachable or a path failed
   (an error or a 5xx).
+- ``report``: every node at once, ``GET /metrics``, ``GET /popular?top=N`` and
+  ``GET /popular?of=misses&top=N``; the figures are computed by :mod:`edgeproxy.report` (pure)
+  and printed; ``--html FILE`` also writes the page of :mod:`edgeproxy.report_html` (written
+  to a temporary file and renamed). A node that cannot be scraped is named in the report and
+  makes the exit status 1; the report covers the others.
 """
 
 from __future__ import annotations
@@ -349,3 +354,88 @@ def _own_hit(cache_status: str) -> bool:
     if not members:
         return False
     return "hit" in (p.strip().lower() for p in members[-1].split(";")[1:])
+
+
+# ---- report -------------------------------------------------------------------------------------
+
+
+def fetch_text(target: Target, path: str, token: str, timeout: float = HTTP_TIMEOUT) -> str:
+    """GET ``path`` from ``target``'s admin listener as text; AdminError on failure."""
+    request = urllib.request.Request(
+        target.admin_url + path, headers={"Authorization": f"Bearer {token}"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return str(response.read().decode("utf-8", "replace"))
+    except urllib.error.HTTPError as exc:
+        raise AdminError(
+            f"{target.name} ({target.admin_url}) refused GET {path}: {exc.code} {exc.reason}"
+        ) from None
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise AdminError(f"{target.name} ({target.admin_url}) is unreachable: {reason}") from None
+
+
+def scrape(targets: list[Target], token: str, top: int = 10) -> list[Any]:
+    """One :class:`~edgeproxy.report.NodeScrape` per target, every node at once. A node
+    without ``/popular`` (or ``of=misses``) counts as having no paths."""
+    from edgeproxy.report import NodeScrape
+
+    def paths(target: Target, query: str) -> list[Any]:
+        try:
+            _, body = call(target, "GET", f"/popular?{query}", token)
+        except AdminError:
+            return []
+        items = body.get("paths") if isinstance(body, dict) else None
+        return items if isinstance(items, list) else []
+
+    def one(target: Target) -> Any:
+        text = fetch_text(target, "/metrics", token)
+        return NodeScrape(
+            name=target.name,
+            role=target.role,
+            admin_url=target.admin_url,
+            metrics=text,
+            popular=paths(target, f"top={top}"),
+            missed=paths(target, f"of=misses&top={top}"),
+        )
+
+    scrapes = []
+    for target, result in zip(targets, _parallel(targets, one), strict=True):
+        if isinstance(result, AdminError):
+            result = NodeScrape(target.name, target.role, target.admin_url, error=str(result))
+        scrapes.append(result)
+    return scrapes
+
+
+def report(
+    targets: list[Target],
+    token: str,
+    *,
+    price_per_gb: float = 0.0,
+    html: str | None = None,
+    top: int = 10,
+    min_requests: int = 20,
+    out: IO[str] = sys.stdout,
+    err: IO[str] = sys.stderr,
+) -> int:
+    """Scrape, compute, print (and write the page); exit status 0, or 1 with a node missing."""
+    from edgeproxy.report import build_report, render_text
+    from edgeproxy.report_html import render_html
+
+    if price_per_gb < 0:
+        raise OpsError(f"--price-per-gb must be 0 or more, not {price_per_gb:g}")
+    result = build_report(scrape(targets, token, top), price_per_gb, top, min_requests)
+    out.write(render_text(result))
+    if html is not None:
+        tmp = f"{html}.tmp"
+        try:
+            with open(tmp, "w", encoding="utf-8") as handle:
+                handle.write(render_html(result))
+            os.replace(tmp, html)
+        except OSError as exc:
+            raise OpsError(f"{html}: cannot write: {exc.strerror}") from None
+        print(f"edgeproxy report: wrote {html}", file=err)
+    for name, why in result.unreachable:
+        print(f"edgeproxy report: {name}: {why}", file=err)
+    return 1 if result.unreachable else 0

@@ -8,10 +8,18 @@ Contract:
   byte budget and one eviction policy for the whole store) and the admin listener.
 - Workers serve requests and report stores, accesses and drops to the master over a socket pair,
   in batches (every ``REPORT_INTERVAL``); misses are coalesced across workers by lock files.
+  The same batches carry each worker's metrics figures and per-path request/miss tallies: the
+  master's ``/metrics`` sums its workers, ``/popular`` is the master's merged popularity
+  (persisted in the store), ``/warm`` fetches through the node's port (see
+  :mod:`edgeproxy.metrics`).
 - A worker that dies is restarted. SIGTERM/SIGINT: workers drain in-flight requests and stop,
   then the master stops. SIGHUP: the config file is read again; if valid, a new generation of
   workers starts and the old one drains and exits (listening sockets overlap, so no connection
-  is refused); if not, the error is logged and the running workers stay.
+  is refused); if not, the error is logged and the running workers stay. This is also how a
+  renewed TLS certificate is taken up: the new workers load it (``load_config`` has checked
+  it), connections established with the old workers keep theirs.
+- ``node.tls_listen``: the master holds that port too and hands it to the workers.
+  ``node.limits.max_connections`` applies per worker process.
 """
 
 from __future__ import annotations
@@ -31,10 +39,15 @@ from typing import Any
 from aiohttp import web
 
 from edgeproxy.config import Config, ConfigError, load_config
+from edgeproxy.metrics import WorkerFigures, worker_report_lines
+from edgeproxy.popularity import Popularity, Tally
+from edgeproxy.popularity import load_file as load_popularity
+from edgeproxy.popularity import save_file as save_popularity
 
 log = logging.getLogger("edgeproxy.master")
 
 REPORT_INTERVAL = 0.1
+ORPHAN_CHECK_INTERVAL = 0.5  # seconds between checks that the master is still there
 RESTART_BACKOFF = 0.5
 
 
@@ -48,6 +61,9 @@ class Reporter:
         self.sock = sock
         self.lines: list[str] = []
         self.touched: set[str] = set()
+        # the worker's Node: its path tallies and figures go along (edgeproxy.metrics)
+        self.node: Any = None
+        self._figures = [""]
 
     def __call__(self, kind: str, key: str, size: int) -> None:
         if kind == "a":
@@ -61,10 +77,12 @@ class Reporter:
         loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(REPORT_INTERVAL)
-            if not self.lines and not self.touched:
+            extra = worker_report_lines(self.node, self._figures) if self.node is not None else []
+            if not self.lines and not self.touched and not extra:
                 continue
             batch = [f"a {key}\n" for key in self.touched]  # one per key per batch
             batch.extend(self.lines)  # stores after accesses: a new entry starts most recent
+            batch.extend(extra)
             self.touched.clear()
             self.lines = []
             try:
@@ -73,7 +91,9 @@ class Reporter:
                 return  # the master is gone; we are being stopped
 
 
-async def _worker_main(config: Config, port: int, report_fd: int, workers: int) -> None:
+async def _worker_main(
+    config: Config, port: int, report_fd: int, workers: int, tls_port: int | None = None
+) -> None:
     from edgeproxy.app import RunningNode
 
     node = RunningNode(config, worker_of=workers)
@@ -81,7 +101,10 @@ async def _worker_main(config: Config, port: int, report_fd: int, workers: int) 
     sock.setblocking(False)
     reporter = Reporter(sock)
     node.store.report = reporter
-    await node.start(listen_port=port)
+    reporter.node = node.node
+    node.node.popularity = Tally()  # counted here, decayed and kept by the master
+    node.node.traffic.missed = Tally()
+    await node.start(listen_port=port, tls_listen_port=tls_port)
     task = asyncio.get_running_loop().create_task(reporter.run())
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -89,10 +112,23 @@ async def _worker_main(config: Config, port: int, report_fd: int, workers: int) 
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, lambda: None)  # the master handles reloads
     loop.add_signal_handler(signal.SIGUSR1, node.reopen_logs)  # the master forwards it
+    orphan_watch = loop.create_task(_stop_when_orphaned(os.getppid(), stop))
     await stop.wait()
+    orphan_watch.cancel()
     await node.stop(drain_timeout=10.0)
     await asyncio.sleep(REPORT_INTERVAL * 1.5)  # let the last batch go out
     task.cancel()
+
+
+async def _stop_when_orphaned(master_pid: int, stop: asyncio.Event) -> None:
+    """A worker whose master died (kill -9) stops by itself: the next master of this store
+    cleans its temporary files and locks at start, which must not happen under a live worker.
+    The parent changes (re-parented to init or a subreaper) when the master is gone."""
+    while not stop.is_set():
+        await asyncio.sleep(ORPHAN_CHECK_INTERVAL)
+        if os.getppid() != master_pid:
+            log.warning("the master (pid %d) is gone: stopping this worker", master_pid)
+            stop.set()
 
 
 def worker_entry(argv: list[str] | None = None) -> int:
@@ -101,6 +137,7 @@ def worker_entry(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--report-fd", type=int, required=True)
     parser.add_argument("--workers", type=int, required=True)
+    parser.add_argument("--tls-port", type=int, default=None)
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO,
@@ -109,7 +146,7 @@ def worker_entry(argv: list[str] | None = None) -> int:
     import uvloop
 
     config = load_config(args.config)
-    uvloop.run(_worker_main(config, args.port, args.report_fd, args.workers))
+    uvloop.run(_worker_main(config, args.port, args.report_fd, args.workers, args.tls_port))
     return 0
 
 
@@ -123,21 +160,36 @@ class Master:
         self.generation = 0
         self.stopping = False
         self.port = 0
+        self.tls_port = 0  # the held tls_listen port (0: none)
         self.restarts = 0
         self._holder: socket.socket | None = None
+        self._tls_holder: socket.socket | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        # the workers' figures and path tallies, summed (edgeproxy.metrics); the popularity
+        # is kept here and persisted in the store (edgeproxy.popularity)
+        self.popularity = Popularity()
+        self.missed = Popularity(max_paths=10_000)
+        self.figures = WorkerFigures(self.popularity, self.missed)
+        self._readers: set[asyncio.Task[Any]] = set()
         self.manager: Any = None  # the StoreManager, once started
         self.invalidations: Any = None  # admin.Invalidations over the disk, once started
 
-    def _hold_port(self) -> None:
-        cfg = self.config.node
-        family = socket.AF_INET6 if ":" in cfg.listen_host else socket.AF_INET
+    @staticmethod
+    def _bind_holder(host: str, port: int) -> socket.socket:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
         holder = socket.socket(family, socket.SOCK_STREAM)
         holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        holder.bind((cfg.listen_host, cfg.listen_port))
-        self._holder = holder  # bound, never listening: keeps the port, takes no connection
-        self.port = holder.getsockname()[1]
+        holder.bind((host, port))
+        return holder  # bound, never listening: keeps the port, takes no connection
+
+    def _hold_port(self) -> None:
+        cfg = self.config.node
+        self._holder = self._bind_holder(cfg.listen_host, cfg.listen_port)
+        self.port = self._holder.getsockname()[1]
+        if cfg.tls_listen_host is not None:
+            self._tls_holder = self._bind_holder(cfg.tls_listen_host, cfg.tls_listen_port)
+            self.tls_port = self._tls_holder.getsockname()[1]
 
     async def _spawn(self) -> None:
         parent, child = socket.socketpair()
@@ -155,12 +207,13 @@ class Master:
             str(child.fileno()),
             "--workers",
             str(workers),
+            *(("--tls-port", str(self.tls_port)) if self.tls_port else ()),
             pass_fds=(child.fileno(),),
         )
         child.close()
         self.workers[proc.pid] = proc
         generation = self.generation
-        self._track(self._read_reports(parent))
+        self._track(self._read_reports(parent, proc.pid))
         self._track(self._watch(proc, generation))
 
     def _track(self, coro: Coroutine[Any, Any, None]) -> None:
@@ -168,9 +221,12 @@ class Master:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _read_reports(self, sock: socket.socket) -> None:
+    async def _read_reports(self, sock: socket.socket, worker: int = 0) -> None:
         loop = asyncio.get_running_loop()
         buffer = b""
+        reader = asyncio.current_task()
+        if reader is not None:
+            self._readers.add(reader)
         try:
             while True:
                 data = await loop.sock_recv(sock, 65536)
@@ -180,9 +236,13 @@ class Master:
                 *lines, buffer = buffer.split(b"\n")
                 now = time.time()
                 for line in lines:
-                    self.manager.handle_line(line.decode("ascii", "replace"), now)
+                    text = line.decode("ascii", "replace")
+                    if not self.figures.handle_line(worker, text, now):
+                        self.manager.handle_line(text, now)
                 await self.manager.enforce()
         finally:
+            self.figures.retire(worker)
+            self._readers.discard(reader)  # type: ignore[arg-type]
             sock.close()
 
     async def _watch(self, proc: asyncio.subprocess.Process, generation: int) -> None:
@@ -215,11 +275,15 @@ class Master:
         except ConfigError as exc:
             log.error("reload refused, keeping the running workers: %s", exc)
             return
-        if config.store.path != self.config.store.path or (
-            config.node.listen_host,
-            config.node.listen_port,
-        ) != (self.config.node.listen_host, self.config.node.listen_port):
-            log.error("reload refused: store.path and node.listen need a restart")
+        old_cfg, new_cfg = self.config.node, config.node
+        if (
+            config.store.path != self.config.store.path
+            or (new_cfg.listen_host, new_cfg.listen_port)
+            != (old_cfg.listen_host, old_cfg.listen_port)
+            or (new_cfg.tls_listen_host, new_cfg.tls_listen_port)
+            != (old_cfg.tls_listen_host, old_cfg.tls_listen_port)
+        ):
+            log.error("reload refused: store.path, node.listen and tls_listen need a restart")
             return
         old = dict(self.workers)
         self.config = config
@@ -250,6 +314,7 @@ class Master:
         while not self.stopping:
             await asyncio.sleep(300.0)
             await self.manager.save_state()
+            await self._save_popularity()
 
     def _signal_workers(self, sig: int) -> None:
         for proc in list(self.workers.values()):
@@ -261,8 +326,17 @@ class Master:
         if self.manager is not None:
             self.manager.handle_line(f"d {key_hex}", time.time())
 
+    async def _save_popularity(self) -> None:
+        state = self.popularity.dump(time.time())
+        try:
+            await asyncio.get_running_loop().run_in_executor(
+                None, save_popularity, state, self.config.store.path
+            )
+        except OSError as exc:
+            log.warning("popularity not saved: %s", exc)
+
     def admin_app(self) -> web.Application:
-        from edgeproxy.admin import make_admin_app
+        from edgeproxy.admin import listen_url_of, make_admin_app
         from edgeproxy.metrics import MasterCollector, registry_for
 
         async def healthz(_: web.Request) -> web.Response:
@@ -283,6 +357,7 @@ class Master:
                     "node": self.config.node.name,
                     "workers": sorted(self.workers),
                     "worker_restarts": self.restarts,
+                    "results": self.figures.total().results,
                     "store": {
                         "objects": len(m.sizes),
                         "bytes": m.used_bytes,
@@ -298,6 +373,7 @@ class Master:
             workers=lambda: len(self.workers),
             restarts=lambda: self.restarts,
             invalidations=lambda: self.invalidations,
+            figures=self.figures.total,
         )
         return make_admin_app(
             token_env=self.config.node.admin_token_env,
@@ -306,6 +382,11 @@ class Master:
             stats=stats,
             registry=registry_for(collector),
             invalidations=lambda: self.invalidations,
+            popularity=lambda: self.popularity,
+            missed=lambda: self.missed,
+            # POST /warm fetches through the node's own port: the fill lands in the store
+            listen_url=lambda: listen_url_of(self.config.node.listen_host, self.port),
+            name=self.config.node.name,
         )
 
     async def run(self) -> None:
@@ -319,7 +400,12 @@ class Master:
         await prep.run_io(prep._prepare_dirs)
         await prep.close()
         Coalescer(cfg.store.path).prepare(clean=True)
-        self.manager = StoreManager(cfg.store.path, cfg.store.max_size)
+        self.manager = StoreManager(
+            cfg.store.path,
+            cfg.store.max_size,
+            min_free=cfg.store.min_free,
+            min_free_percent=cfg.store.min_free_percent,
+        )
         await self.manager.start()
         from edgeproxy.admin import Invalidations, walk_disk
         from edgeproxy.cache.epoch import SharedEpoch
@@ -332,6 +418,9 @@ class Master:
             epoch=SharedEpoch(root),
         )
         await self.invalidations.start()
+        await asyncio.get_running_loop().run_in_executor(
+            None, load_popularity, self.popularity, root, time.time()
+        )
         self._hold_port()
         for _ in range(cfg.node.workers):
             await self._spawn()
@@ -341,12 +430,14 @@ class Master:
         site = web.TCPSite(runner, cfg.node.admin_host, cfg.node.admin_port)
         await site.start()
         log.info(
-            "node %s (%s): %d workers on http://%s:%d/ (admin http://%s:%d/healthz)",
+            "node %s (%s): %d workers on %s://%s:%d/%s (admin http://%s:%d/healthz)",
             cfg.node.name,
             cfg.node.role,
             cfg.node.workers,
+            "https" if cfg.node.tls_on_listen else "http",
             cfg.node.listen_host,
             self.port,
+            f" and https://{cfg.node.tls_listen_host}:{self.tls_port}/" if self.tls_port else "",
             cfg.node.admin_host,
             site._server.sockets[0].getsockname()[1] if site._server else cfg.node.admin_port,
         )
@@ -360,12 +451,17 @@ class Master:
         await stop.wait()
         log.info("node %s stopping", cfg.node.name)
         await self.stop()
+        if self._readers:  # the workers' last reports (figures, tallies)
+            await asyncio.wait(set(self._readers), timeout=2.0)
+        await self._save_popularity()
         await runner.cleanup()
         await self.invalidations.close()
         await self.manager.save_state()
         self.manager.close()
         if self._holder is not None:
             self._holder.close()
+        if self._tls_holder is not None:
+            self._tls_holder.close()
 
 
 def run_master(config: Config) -> None:

@@ -121,7 +121,11 @@ async def make_node(tmp_path: Path) -> AsyncIterator[NodeFactory]:
         store_path = store or tmp_path / f"store-{len(started)}"
         data = node_config_dict(store_path, upstream, **kwargs)
         config = parse_config(data, str(tmp_path / "test.toml"))
-        node = RunningNode(config, environ=environ if environ is not None else dict(S3_ENV))
+        if environ is None:
+            # the test credentials, plus any EP_TEST_* a test set with monkeypatch.setenv
+            environ = {k: v for k, v in os.environ.items() if k.startswith("EP_TEST_")}
+            environ.update(S3_ENV)
+        node = RunningNode(config, environ=environ)
         await node.start()
         started.append(node)
         return node

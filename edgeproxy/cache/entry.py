@@ -16,6 +16,7 @@ from typing import Any
 from multidict import CIMultiDict
 
 from edgeproxy.http.cache_control import CacheControl, select_response_cache_control
+from edgeproxy.http.encoding import coding_of
 
 FORMAT_VERSION = 1
 
@@ -30,6 +31,7 @@ class Entry:
         "body_file",
         "cc",
         "checksum",
+        "coded",
         "compress_ok",
         "date",
         "etag",
@@ -104,6 +106,10 @@ class Entry:
         self.etag: str | None = md.get("etag")
         self.date: str | None = md.get("date")
         self.last_modified: str | None = md.get("last-modified")
+        # the origin's own coding ("br"/"gzip", RFC 9110 sec. 8.4) of a pre-compressed object:
+        # served as is to clients that accept it (or say nothing), decoded for the others
+        coded = coding_of(md.get("content-encoding")) if self.source is None else None
+        self.coded: str | None = coded if coded == "br" or coded == "gzip" else None
         # RFC 9111 sec. 4.2.3: the response is fresh while current_age < lifetime, i.e. while
         # now - response_time + initial_age < lifetime.
         self.fresh_until = self.response_time - self.initial_age + self.lifetime

@@ -41,6 +41,7 @@ evidence). ``benchmarks/trace_replay.py`` replays traces through both.
 
 from __future__ import annotations
 
+import heapq
 import json
 import struct
 import zlib
@@ -221,137 +222,110 @@ class FrequencySketch:
         return sketch
 
 
-# Each stored object's credit is one int: ``credit << 8 | gain``, both in quarter hits, so a hit
-# is a few int operations on a dict value (no allocation beyond the int itself).
-_UNIT = 4  # credit one hit on an object of the mean size earns; one pass of the hand costs it
-_GAIN_MASK = 0xFF
-_MAX_HITS_CREDITED = 3  # at most 3 hits' worth of credit is kept (S3-FIFO's 2-bit counter)
-# Hits are counted in the sketch through a lossy log drained on the miss path (as Caffeine's
-# read buffer): a hit only appends a key; when the log is full, further hits are not counted.
-_HIT_LOG_MAX = 4096
-# Counters per row per stored object. The "seen before?" test (an estimate of 2 or more) is
-# sensitive to collisions: with 4 (Caffeine's density) bu_web's 1 % cell lost 0.01 of object hit
-# ratio to false "seen" answers; 16 is within 0.001 of exact counting (64 bytes per object).
+_HIT_LOG_MAX = 4096  # hits are counted in the sketch through a lossy log drained on the miss path
+# Counters per row per stored object. The "seen before?" test is sensitive to collisions: with 4
+# (Caffeine's density) bu_web's 1 % cell lost 0.01 of object hit ratio; 16 is within 0.001 of
+# exact counting (64 bytes per object).
 _SKETCH_WIDTH_PER_ENTRY = 16
-_SAMPLES_PER_ENTRY = 10  # TinyLFU: counters are halved after 10 x (stored objects) requests
+_SAMPLES_PER_ENTRY = 20  # counters are halved after 20 x (stored objects) requests
 _MEAN_WINDOW = 65_536.0  # the mean object size is halved (sum and count) every this many inserts
-
+_MAX_HITS = 0xFFFF  # the hit count of a stored object saturates here
 _STATE_MAGIC = b"edgeproxy-popularity\n"
-_STATE_VERSION = 1
-_IN_MAIN = 0x80
-_ENTRY = struct.Struct(">BHBH")  # flags (0x80: main queue), credit, gain, key length
+_STATE_VERSION = 2
+_ENTRY = struct.Struct(">HdH")  # hits, credit left above the clock (priority - clock), key length
 
 
 class PopularityPolicy:
-    """Popularity-aware, size-aware eviction with an admission filter ("popularity-LRU").
+    """Popularity-aware, size-aware eviction with an adaptive admission discount.
 
     Decides only: which objects stay, which go. Takes ``now`` from the caller, never touches a
     file, and holds what it has learned in memory (:meth:`dump_state` persists it).
 
-    Structure. The budget is split between two FIFO queues as in S3-FIFO (Yang et al., "FIFO
-    queues are all you need for cache eviction", SOSP 2023), plus a frequency sketch as in
-    W-TinyLFU (Einziger, Friedman, Manes, "TinyLFU: A Highly Efficient Cache Admission
-    Policy", ACM ToS 2017) and an ARC-style adaptive split (Megiddo and Modha, FAST 2003):
+    Structure: GreedyDual-Size-Frequency (Cherkasova, "Improving WWW Proxies Performance with
+    Greedy-Dual-Size-Frequency Caching Policy", HP Labs TR 98-69, 1998) with three changes.
 
-    1. **Probation is the admission filter.** A new object enters the small queue (10 % of the
-       bytes at first). When it reaches the head it moves to the main queue if it was hit while
-       there, otherwise it is evicted. One-hit wonders (83 % of the objects in the bu_web trace)
-       and scans therefore only displace other unproven objects, never the proven set, and a
-       huge object requested once costs at most the probation space. An object the sketch has
-       seen before (a decayed count of 2 or more, this request included) enters the main queue
-       directly: the sketch replaces S3-FIFO's ghost queue as the memory of past requests; it
-       remembers longer (``10 x`` the stored objects in requests, then halved) and is what
-       survives a restart.
-    2. **Recency + decayed frequency + size in one credit.** The main queue is a CLOCK: each hit
-       adds credit; when the hand reaches an object with a hit's worth of credit (``_UNIT``) it
-       spends it and goes to the tail, otherwise it is evicted. At most 3 hits' worth is kept,
-       so old popularity fades by one hit per pass. The credit of a hit is GDSF's value per byte
-       (Cherkasova, "Improving WWW Proxies Performance with Greedy-Dual-Size-Frequency Caching
-       Policy", HP Labs TR 98-69, 1998) for a cost that weighs an object hit and a byte hit
-       alike: ``w(s) = (1 + m / s) / 2`` hits, ``m`` the decayed mean size of inserted objects,
-       clamped to ``[size_floor, size_boost]``. Small objects, which cost little space per hit,
-       stay longer (up to ``size_boost`` = 8 x); with ``size_floor = 1`` (disk) a large object is
-       never credited less than one hit per hit, so the byte hit ratio is kept while the object
-       hit ratio rises. Unclamped GDSF shows why the floor matters: on bu_web it has the best
-       object hit ratio but a byte hit ratio below LRU's.
-    3. **The probation share adapts.** Keys evicted from each queue are remembered in two ghost
-       lists (keys and sizes only, ``ghost_share`` of the budget each). A miss on a key evicted
-       from probation means probation was too short: its share grows by the object's share of
-       the budget (times the ghost sizes' ratio, as in ARC); a miss on a key evicted from the
-       main queue shrinks it. The share stays within ``[small_min, small_max]``.
+    1. **Priority.** Every stored object has ``H = clock + hits x value(size)``; the victim is
+       the object of least ``H``, and the clock becomes its ``H`` (so what is not hit ages
+       relative to newcomers: recency). A hit sets ``H = clock + (hits + 1) x value``.
+    2. **Frequency with a memory.** ``hits`` starts at the estimate of a count-min sketch of
+       recent requests (TinyLFU's: Einziger, Friedman, Manes, ACM ToS 2017; 4-bit counters
+       halved every ``20 x`` stored objects requests), not at 1: an object evicted and
+       requested again comes back with its popularity, and the sketch survives a restart.
+    3. **Value of a hit mixes object and byte hits.** ``value(s) = alpha x m / s + (1 - alpha)``
+       per byte-of-mean-size, ``m`` the decayed mean size of inserted objects: ``alpha = 1`` is
+       GDSF (object hits only: small objects win), ``alpha = 0`` is LFU with dynamic aging in
+       bytes (byte hits only). Disk: ``alpha = 0.8``; RAM: ``alpha = 1`` (a RAM miss costs a
+       disk read, not an origin fetch, so only object hits count).
+    4. **Admission by discount, adapted online.** A newcomer (the sketch has not seen it before:
+       a first request) enters with ``hits = 1 - delta``: one-hit wonders (83 % of bu_web's
+       objects) and scans leave first, without a separate probation queue. ``delta`` adapts as
+       ARC's target does (Megiddo and Modha, FAST 2003): keys evicted as newcomers and keys
+       evicted as established objects are remembered in two ghost lists (keys and sizes,
+       ``ghost_share`` of the budget each); a miss on a newcomer ghost (newcomers were dropped
+       too early) lowers ``delta`` by the object's share of the budget (times the ghost sizes'
+       ratio), a miss on an established ghost raises it, within ``[0, delta_max]``.
 
-    Evidence (``benchmarks/trace_replay.py``; tables in ``benchmarks/results/trace-*.md``): on
-    bu_web it beats LRU, S3-FIFO, W-TinyLFU and ARC in object AND byte hit ratio at 0.1 %, 1 %
-    and 10 % of the footprint. On the synthetic music, scan and shift traces (three seeds
-    each) its object hit ratio is the best of those in every cell but shift at 10 % (ARC, by
-    up to 0.002), and its byte hit ratio is within 0.01 of the best (usually the best at 1 %
-    and 10 %). GDSF's object hit ratio is higher still, at a byte hit ratio below LRU's. The
-    parameters are the papers' (10 % probation, 3 hits of credit, TinyLFU's 10 x sample) or
-    bounds; varying the ghost and probation bounds moves the results by about 0.001.
+    Evidence (``benchmarks/trace_replay.py``, ``benchmarks/results/trace-*.md``): on bu_web at
+    1 % and 10 % of the footprint its object hit ratio is above GDSF's and its byte hit ratio
+    above S3-FIFO's, W-TinyLFU's and ARC's. On traces dominated by large objects (the synthetic
+    music trace) it keeps more object hits than the FIFO family and fewer byte hits: ``alpha``
+    is the knob (:meth:`for_disk`'s argument).
 
-    Costs. ``touch`` (every hit) is O(1): two dict operations, a few int operations and a list
-    append, about 0.5 us. ``record_miss``, ``insert`` and ``remove`` are O(1) (one xxh3 hash
-    per counted request, and the sketch counts of the hits logged since the last miss).
-    ``victims`` is amortized O(1) per evicted object: each reinsertion spends credit a hit
-    granted, and a hit grants at most ``size_boost`` hits' worth. Memory: about 300 bytes per
-    stored object in CPython, the sketch included (it grows with the store, at most 32 MiB),
-    plus the ghost keys. ``dump_state`` takes about 2.5 us per stored object.
+    Costs. ``touch`` (every hit) is O(1): two dict writes and a list append; the heap entry is
+    refreshed lazily (a touched object's entry is re-pushed when it reaches the top, with its
+    current priority, which can only have grown). ``insert`` is O(log n), ``victims`` amortized
+    O(log n) per evicted or re-evaluated object. Memory: one heap entry per stored object (stale
+    entries are compacted away when they exceed the live ones), the sketch (16 counters a row
+    per stored object, at most 32 MiB) and the ghost keys.
 
     Budgets. ``max_size`` is the store's byte budget, updated by every ``admit(size, budget)``;
     an object larger than ``max_object_share`` of it is refused (it is passed through).
 
-    Persistence. :meth:`dump_state` returns the sketch, both queues (order, credits), the
-    probation share and the mean object size. :meth:`load_state` (at start, before the store
-    re-inserts what it finds on disk) puts the saved keys back in their queues as *pending*;
-    ``insert(key, ...)`` of a pending key keeps its queue, its place and its credit. Pending keys
-    that are never re-inserted (files lost) are dropped when the hand reaches them, or at once
-    by :meth:`finish_load`. The sketch is halved once per ``idle_half_life`` seconds between
+    Persistence. :meth:`dump_state` returns the sketch, every stored key's hit count and its
+    priority relative to the clock, ``delta`` and the mean size. :meth:`load_state` (at start,
+    before the store re-inserts what it finds on disk) keeps them as *pending*; ``insert`` of a
+    pending key restores its hits and priority. :meth:`finish_load` forgets the pending keys
+    that were not re-inserted. The sketch is halved once per ``idle_half_life`` seconds between
     the dump and the load (at most 4 times): popularity from before a long outage fades.
     """
 
     __slots__ = (
-        "_credit",
-        "_ghost_main",
-        "_ghost_main_bytes",
-        "_ghost_small",
-        "_ghost_small_bytes",
+        "_base",
+        "_clock",
+        "_delta",
+        "_ghost_est",
+        "_ghost_est_bytes",
+        "_ghost_new",
+        "_ghost_new_bytes",
+        "_heap",
         "_hit_log",
-        "_main",
-        "_main_bytes",
+        "_hits",
         "_mean_bytes",
         "_mean_count",
         "_now",
         "_pending",
+        "_pushed",
         "_sizes",
-        "_small",
-        "_small_bytes",
-        "_small_share",
         "_used",
         "admissions_refused",
-        "direct_admissions",
+        "alpha",
+        "delta_max",
         "evictions",
         "ghost_share",
         "idle_half_life",
         "max_object_share",
         "max_size",
-        "promotions",
-        "size_boost",
-        "size_floor",
         "sketch",
-        "small_max",
-        "small_min",
     )
 
     def __init__(
         self,
         max_size: int,
         *,
+        alpha: float = 0.8,
         max_object_share: float = 0.5,
-        size_boost: float = 8.0,
-        size_floor: float = 1.0,
-        small_share: float = 0.1,
-        small_min: float = 0.01,
-        small_max: float = 0.5,
+        delta: float = 0.5,
+        delta_max: float = 0.95,
         ghost_share: float = 0.5,
         idle_half_life: float = 86_400.0,
     ) -> None:
@@ -359,33 +333,31 @@ class PopularityPolicy:
             raise ValueError(f"max_size must be positive, got {max_size}")
         if not 0 < max_object_share <= 1:
             raise ValueError(f"max_object_share must be in (0, 1], got {max_object_share}")
-        if not 0 < size_floor <= 1 <= size_boost <= 60:
-            raise ValueError("need 0 < size_floor <= 1 <= size_boost <= 60")
-        if not 0 < small_min <= small_share <= small_max < 1:
-            raise ValueError("need 0 < small_min <= small_share <= small_max < 1")
+        if not 0 <= alpha <= 1:
+            raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+        if not 0 <= delta <= delta_max < 1:
+            raise ValueError("need 0 <= delta <= delta_max < 1")
         if ghost_share < 0:
             raise ValueError(f"ghost_share must be >= 0, got {ghost_share}")
         self.max_size = max_size
         self.max_object_share = max_object_share
-        self.size_boost = size_boost
-        self.size_floor = size_floor
-        self.small_min = small_min
-        self.small_max = small_max
+        self.alpha = alpha
+        self.delta_max = delta_max
         self.ghost_share = ghost_share
         self.idle_half_life = idle_half_life
-        self._small_share = small_share
+        self._delta = delta
         self._sizes: dict[str, int] = {}  # stored objects (named victims until removed)
-        self._credit: dict[str, int] = {}  # credit << 8 | gain (quarter hits)
-        self._small: OrderedDict[str, None] = OrderedDict()  # probation, head = oldest
-        self._main: OrderedDict[str, None] = OrderedDict()  # the CLOCK, head = the hand
-        self._small_bytes = 0
-        self._main_bytes = 0
+        self._hits: dict[str, int] = {}  # popularity: sketch estimate at insert + hits since
+        self._base: dict[str, float] = {}  # the clock at the last insert or hit
+        self._pushed: dict[str, float] = {}  # the priority of the key's live heap entry
+        self._heap: list[tuple[float, str]] = []
+        self._clock = 0.0
         self._used = 0
-        self._ghost_small: OrderedDict[str, int] = OrderedDict()
-        self._ghost_main: OrderedDict[str, int] = OrderedDict()
-        self._ghost_small_bytes = 0
-        self._ghost_main_bytes = 0
-        self._pending: dict[str, int] = {}  # loaded, not yet re-inserted: key -> credit|gain
+        self._ghost_new: OrderedDict[str, int] = OrderedDict()
+        self._ghost_est: OrderedDict[str, int] = OrderedDict()
+        self._ghost_new_bytes = 0
+        self._ghost_est_bytes = 0
+        self._pending: dict[str, tuple[int, float]] = {}  # loaded: key -> (hits, credit)
         self._hit_log: list[str] = []
         self.sketch = FrequencySketch(1024, _SAMPLES_PER_ENTRY * 64)
         self._mean_bytes = 0.0
@@ -393,22 +365,18 @@ class PopularityPolicy:
         self._now = 0.0
         self.evictions = 0
         self.admissions_refused = 0
-        self.promotions = 0
-        self.direct_admissions = 0
 
     # ---- presets ---------------------------------------------------------------------------
 
     @classmethod
     def for_disk(cls, max_size: int, *, max_object_share: float = 0.5) -> PopularityPolicy:
-        """For the disk store: object and byte hits both count; large objects are never
-        credited less than one hit per hit, small ones up to 8."""
-        return cls(max_size, max_object_share=max_object_share, size_boost=8.0, size_floor=1.0)
+        """For the disk store: object hits weigh 0.8, byte hits 0.2 (class docstring)."""
+        return cls(max_size, alpha=0.8, max_object_share=max_object_share)
 
     @classmethod
     def for_ram(cls, max_size: int, *, max_object_share: float = 0.5) -> PopularityPolicy:
-        """For the RAM layer: object hits count most (a RAM miss costs a disk read, not an
-        origin fetch), so objects above the mean size earn down to half a hit per hit."""
-        return cls(max_size, max_object_share=max_object_share, size_boost=8.0, size_floor=0.5)
+        """For the RAM layer: only object hits count (a RAM miss is a disk read)."""
+        return cls(max_size, alpha=1.0, max_object_share=max_object_share)
 
     # ---- observers -------------------------------------------------------------------------
 
@@ -424,26 +392,38 @@ class PopularityPolicy:
         return self._used
 
     @property
-    def small_share(self) -> float:
-        """The current probation target, as a share of ``max_size``."""
-        return self._small_share
+    def delta(self) -> float:
+        """The current newcomer discount (hits a first request is short of)."""
+        return self._delta
+
+    @property
+    def clock(self) -> float:
+        """GreedyDual's inflation value: the priority of the last victim."""
+        return self._clock
 
     @property
     def mean_object_size(self) -> float:
-        """Decayed mean size of the objects inserted after a miss (the credit rule's scale)."""
+        """Decayed mean size of the objects inserted (the value rule's scale)."""
         return self._mean_bytes / self._mean_count if self._mean_count else 0.0
+
+    def hits(self, key: str) -> int:
+        """The popularity count of a stored key (0 if not stored)."""
+        return self._hits.get(key, 0)
+
+    def priority(self, key: str) -> float | None:
+        """The current priority ``H`` of a stored key (None if not stored)."""
+        if key not in self._sizes:
+            return None
+        return self._priority(key)
 
     def stats(self) -> dict[str, float]:
         """Counters and gauges for the metrics module."""
         return {
             "evictions": self.evictions,
             "admissions_refused": self.admissions_refused,
-            "promotions": self.promotions,
-            "direct_admissions": self.direct_admissions,
             "objects": len(self._sizes),
             "bytes": self._used,
-            "probation_bytes": self._small_bytes,
-            "probation_share": self._small_share,
+            "newcomer_discount": self._delta,
         }
 
     # ---- admission -------------------------------------------------------------------------
@@ -455,9 +435,8 @@ class PopularityPolicy:
     def admit(self, size: int, budget: int) -> bool:
         """May an object of ``size`` bytes be stored in a store of ``budget`` bytes?
 
-        Only the size limit refuses (counted in ``admissions_refused``). Popularity filtering
-        is probation's job (class docstring), so an admitted object is stored at least until
-        it reaches the head of the probation queue.
+        Only the size limit refuses (counted in ``admissions_refused``); popularity filtering
+        is the newcomer discount's job (class docstring).
         """
         self.max_size = budget
         if size <= budget * self.max_object_share:
@@ -468,30 +447,26 @@ class PopularityPolicy:
     def record_miss(self, key: str, size: int, now: float) -> None:
         """A request for ``key`` found nothing stored. Call on every miss, before ``insert``.
 
-        Counts the request in the sketch and adapts the probation share when ``key`` was
-        evicted recently (a ghost hit). ``size`` may be 0 when it is not known yet (a lookup
-        miss before the fetch): this policy learns sizes from ``insert``.
+        Counts the request in the sketch and adapts ``delta`` when ``key`` was evicted recently
+        (a ghost hit). ``size`` may be 0 when it is not known yet (this policy learns sizes
+        from ``insert``).
         """
         if now > self._now:
             self._now = now
         if self._hit_log:
             self._drain_hit_log()
         self.sketch.increment(key)
-        gsize = self._ghost_small.pop(key, None)
+        gsize = self._ghost_new.pop(key, None)
         if gsize is not None:
-            self._ghost_small_bytes -= gsize
-            ratio = max(1.0, self._ghost_main_bytes / max(self._ghost_small_bytes, 1))
-            self._small_share = min(
-                self.small_max, self._small_share + ratio * gsize / self.max_size
-            )
+            self._ghost_new_bytes -= gsize
+            ratio = max(1.0, self._ghost_est_bytes / max(self._ghost_new_bytes, 1))
+            self._delta = max(0.0, self._delta - ratio * gsize / self.max_size)
             return
-        gsize = self._ghost_main.pop(key, None)
+        gsize = self._ghost_est.pop(key, None)
         if gsize is not None:
-            self._ghost_main_bytes -= gsize
-            ratio = max(1.0, self._ghost_small_bytes / max(self._ghost_main_bytes, 1))
-            self._small_share = max(
-                self.small_min, self._small_share - ratio * gsize / self.max_size
-            )
+            self._ghost_est_bytes -= gsize
+            ratio = max(1.0, self._ghost_new_bytes / max(self._ghost_est_bytes, 1))
+            self._delta = min(self.delta_max, self._delta + ratio * gsize / self.max_size)
 
     def _drain_hit_log(self) -> None:
         increment = self.sketch.increment
@@ -501,36 +476,47 @@ class PopularityPolicy:
 
     # ---- the store's reports ---------------------------------------------------------------
 
+    def _value(self, size: int) -> float:
+        """What one hit on an object of ``size`` bytes is worth per byte (times the mean)."""
+        mean = self._mean_bytes / self._mean_count if self._mean_count else float(size)
+        return self.alpha * mean / (size if size > 0 else 1) + (1.0 - self.alpha)
+
+    def _priority(self, key: str) -> float:
+        hits = self._hits[key]
+        count = hits - self._delta if hits <= 1 else float(hits)
+        return self._base[key] + count * self._value(self._sizes[key])
+
+    def _push(self, key: str, priority: float) -> None:
+        self._pushed[key] = priority
+        heapq.heappush(self._heap, (priority, key))
+
     def insert(self, key: str, size: int, now: float) -> None:
         """``key`` (``size`` bytes) is stored now: a new object, or one re-found at start."""
         if now > self._now:
             self._now = now
         if key in self._sizes:  # reported twice without a remove(): fix the bytes
-            self._resize(key, size)
+            self._used += size - self._sizes[key]
+            self._sizes[key] = size
+            if key not in self._pushed:  # a named victim inserted again: back in the heap
+                self._push(key, self._priority(key))
             return
         self._sizes[key] = size
         self._used += size
         saved = self._pending.pop(key, None)
-        if saved is not None:  # saved before a restart: keep its queue, place and credit
-            self._credit[key] = saved
-            if key in self._main:
-                self._main_bytes += size
-            else:
-                self._small_bytes += size
+        if saved is not None:  # saved before a restart: its popularity and priority
+            hits, credit = saved
+            self._hits[key] = hits
+            self._base[key] = self._clock + credit - self._priority_count(hits) * self._value(size)
+            self._push(key, self._clock + credit)
         else:
             self._mean_bytes += size
             self._mean_count += 1.0
             if self._mean_count >= _MEAN_WINDOW:
                 self._mean_bytes *= 0.5
                 self._mean_count *= 0.5
-            self._credit[key] = self._gain(size)
-            if self.sketch.frequency(key) >= 2:  # seen before: skip probation
-                self._main[key] = None
-                self._main_bytes += size
-                self.direct_admissions += 1
-            else:
-                self._small[key] = None
-                self._small_bytes += size
+            self._hits[key] = max(1, self.sketch.frequency(key))
+            self._base[key] = self._clock
+            self._push(key, self._priority(key))
         n = len(self._sizes)
         sketch = self.sketch
         if _SKETCH_WIDTH_PER_ENTRY * n > sketch.width:
@@ -538,37 +524,17 @@ class PopularityPolicy:
         if _SAMPLES_PER_ENTRY * n > sketch.sample_size:
             sketch.sample_size = _SAMPLES_PER_ENTRY * n
 
-    def _resize(self, key: str, size: int) -> None:
-        delta = size - self._sizes[key]
-        self._sizes[key] = size
-        self._used += delta
-        if key in self._main:
-            self._main_bytes += delta
-        elif key in self._small:
-            self._small_bytes += delta
-        else:  # a named victim inserted again before its remove(): back on probation
-            self._small[key] = None
-            self._small_bytes += size
-
-    def _gain(self, size: int) -> int:
-        """Credit (quarter hits) one hit on an object of ``size`` bytes earns."""
-        mean = self._mean_bytes / self._mean_count if self._mean_count else float(size)
-        w = (1.0 + mean / (size if size > 0 else 1)) * 0.5
-        if w > self.size_boost:
-            w = self.size_boost
-        elif w < self.size_floor:
-            w = self.size_floor
-        return int(w * _UNIT + 0.5)
+    def _priority_count(self, hits: int) -> float:
+        return hits - self._delta if hits <= 1 else float(hits)
 
     def touch(self, key: str, now: float) -> None:
-        """A hit on ``key``. O(1) and allocation-light; ``now`` is not used (may be 0)."""
-        value = self._credit.get(key)
-        if value is None:
+        """A hit on ``key``. O(1); ``now`` is not used (may be 0)."""
+        hits = self._hits.get(key)
+        if hits is None:
             return
-        gain = value & _GAIN_MASK
-        credit = (value >> 8) + gain
-        cap = _MAX_HITS_CREDITED * gain
-        self._credit[key] = (credit if credit < cap else cap) << 8 | gain
+        if hits < _MAX_HITS:
+            self._hits[key] = hits + 1
+        self._base[key] = self._clock
         if len(self._hit_log) < _HIT_LOG_MAX:
             self._hit_log.append(key)
 
@@ -576,28 +542,21 @@ class PopularityPolicy:
         """``key`` left the store (evicted, invalidated, replaced, corrupt). Unknown: ignored."""
         size = self._sizes.pop(key, None)
         if size is None:
-            if self._pending.pop(key, None) is not None:
-                self._small.pop(key, None)
-                self._main.pop(key, None)
+            self._pending.pop(key, None)
             return
-        del self._credit[key]
         self._used -= size
-        if key in self._small:
-            del self._small[key]
-            self._small_bytes -= size
-        elif key in self._main:
-            del self._main[key]
-            self._main_bytes -= size
-        # else: a named victim, already off the queues
+        del self._hits[key]
+        del self._base[key]
+        self._pushed.pop(key, None)  # its heap entry, if any, is stale from now on
 
     # ---- eviction --------------------------------------------------------------------------
 
     def victims(self, bytes_over: int, now: float) -> Iterator[str]:
-        """Keys to evict, least valuable first, until ``bytes_over`` bytes are accounted for.
+        """Keys to evict, least priority first, until at least ``bytes_over`` bytes.
 
-        The named keys are taken off the queues at once (the ghost lists remember them) but
-        stay counted until the caller calls ``remove()`` for each. Fewer bytes are named only
-        when nothing else is left.
+        The named keys leave the heap at once (the ghost lists remember them) but stay counted
+        until the caller calls ``remove()`` for each. Fewer bytes are named only when nothing
+        else is left.
         """
         if now > self._now:
             self._now = now
@@ -605,61 +564,44 @@ class PopularityPolicy:
             self._drain_hit_log()
         out: list[str] = []
         freed = 0
-        small, main = self._small, self._main
-        sizes, credit = self._sizes, self._credit
-        spend = _UNIT << 8
-        while freed < bytes_over:
-            if small and (
-                self._small_bytes > self._small_share * self.max_size or not self._main_bytes
-            ):
-                key = small.popitem(last=False)[0]
-                size = sizes.get(key)
-                if size is None:  # loaded but never re-inserted
-                    self._pending.pop(key, None)
-                    continue
-                self._small_bytes -= size
-                value = credit[key]
-                if value > _GAIN_MASK:  # hit while on probation: proven, credit starts afresh
-                    credit[key] = value & _GAIN_MASK
-                    main[key] = None
-                    self._main_bytes += size
-                    self.promotions += 1
-                    continue
-                self._ghost(key, size, probation=True)
-            elif main:
-                key = main.popitem(last=False)[0]
-                size = sizes.get(key)
-                if size is None:
-                    self._pending.pop(key, None)
-                    continue
-                value = credit[key]
-                if value >= spend:  # spend one hit's worth, go round again
-                    credit[key] = value - spend
-                    main[key] = None
-                    continue
-                self._main_bytes -= size
-                self._ghost(key, size, probation=False)
-            else:
-                break
+        heap, pushed, sizes = self._heap, self._pushed, self._sizes
+        pop, push = heapq.heappop, heapq.heappush
+        while freed < bytes_over and heap:
+            priority, key = pop(heap)
+            if pushed.get(key) != priority:
+                continue  # stale: removed, re-pushed or already named
+            current = self._priority(key)
+            if current > priority:  # hit (or valued higher) since pushed: look again later
+                pushed[key] = current
+                push(heap, (current, key))
+                continue
+            del pushed[key]
+            if current > self._clock:
+                self._clock = current
+            size = sizes[key]
+            self._ghost(key, size, newcomer=self._hits[key] <= 1)
             out.append(key)
             freed += size
+        if len(heap) > 2 * len(pushed) + 1024:  # drop stale entries now and then
+            self._heap = [(p, k) for k, p in pushed.items()]
+            heapq.heapify(self._heap)
         self.evictions += len(out)
         return iter(out)
 
-    def _ghost(self, key: str, size: int, *, probation: bool) -> None:
+    def _ghost(self, key: str, size: int, *, newcomer: bool) -> None:
         limit = self.ghost_share * self.max_size
-        if probation:
-            ghost = self._ghost_small
+        if newcomer:
+            ghost = self._ghost_new
             ghost[key] = size
-            self._ghost_small_bytes += size
-            while self._ghost_small_bytes > limit and ghost:
-                self._ghost_small_bytes -= ghost.popitem(last=False)[1]
+            self._ghost_new_bytes += size
+            while self._ghost_new_bytes > limit and ghost:
+                self._ghost_new_bytes -= ghost.popitem(last=False)[1]
         else:
-            ghost = self._ghost_main
+            ghost = self._ghost_est
             ghost[key] = size
-            self._ghost_main_bytes += size
-            while self._ghost_main_bytes > limit and ghost:
-                self._ghost_main_bytes -= ghost.popitem(last=False)[1]
+            self._ghost_est_bytes += size
+            while self._ghost_est_bytes > limit and ghost:
+                self._ghost_est_bytes -= ghost.popitem(last=False)[1]
 
     # ---- persistence -----------------------------------------------------------------------
 
@@ -667,31 +609,30 @@ class PopularityPolicy:
         """What the policy learned, as bytes (write them to a temp file, then rename).
 
         Layout: a magic line, a JSON header line, then zlib(sketch table, entries); an entry is
-        ``u8 flags (0x80: main queue), u16 credit, u8 gain, u16 key length, key (UTF-8)``
-        (credit and gain in quarter hits), probation
-        first, each queue from head to tail. Pending entries (loaded, not re-inserted yet) are
-        kept; ghosts are not (they are short-term).
+        ``u16 hits, f64 credit (priority - clock), u16 key length, key (UTF-8)``. Pending
+        entries (loaded, not re-inserted yet) are kept; ghosts are not (they are short-term).
         """
         if self._hit_log:
             self._drain_hit_log()
         body = bytearray(self.sketch.to_bytes())
         pack = _ENTRY.pack
         count = 0
-        for queue, flags in ((self._small, 0), (self._main, _IN_MAIN)):
-            for key in queue:
-                value = self._credit.get(key)
-                if value is None:
-                    value = self._pending.get(key)
-                raw = key.encode()
-                if value is None or len(raw) > 0xFFFF:
-                    continue
-                body += pack(flags, value >> 8, value & _GAIN_MASK, len(raw))
-                body += raw
-                count += 1
+        clock = self._clock
+        items: list[tuple[str, int, float]] = [
+            (key, self._hits[key], self._priority(key) - clock) for key in self._sizes
+        ]
+        items.extend((key, hits, credit) for key, (hits, credit) in self._pending.items())
+        for key, hits, credit in items:
+            raw = key.encode()
+            if len(raw) > 0xFFFF:
+                continue
+            body += pack(hits, credit, len(raw))
+            body += raw
+            count += 1
         header = {
             "version": _STATE_VERSION,
             "saved_at": self._now,
-            "small_share": self._small_share,
+            "delta": self._delta,
             "mean_bytes": self._mean_bytes,
             "mean_count": self._mean_count,
             "sketch_width": self.sketch.width,
@@ -728,19 +669,18 @@ class PopularityPolicy:
                 int(header["sketch_additions"]),
                 int(header["sketch_sample_size"]),
             )
-            entries: list[tuple[str, bool, int]] = []
+            entries: list[tuple[str, int, float]] = []
             pos = 4 * width
             for _ in range(int(header["entries"])):
-                flags, credit, gain, length = _ENTRY.unpack_from(body, pos)
+                hits, credit, length = _ENTRY.unpack_from(body, pos)
                 pos += _ENTRY.size
-                if pos + length > len(body) or not gain:
+                if pos + length > len(body) or not hits or credit != credit:
                     raise ValueError("truncated or invalid entry")
-                key = body[pos : pos + length].decode()
-                entries.append((key, bool(flags & _IN_MAIN), credit << 8 | gain))
+                entries.append((body[pos : pos + length].decode(), hits, credit))
                 pos += length
             if pos != len(body):
                 raise ValueError("trailing bytes")
-            small_share = float(header["small_share"])
+            delta = float(header["delta"])
             mean_bytes = float(header["mean_bytes"])
             mean_count = float(header["mean_count"])
             saved_at = float(header["saved_at"])
@@ -750,20 +690,15 @@ class PopularityPolicy:
             for _ in range(min(4, int((now - saved_at) // self.idle_half_life))):
                 sketch.halve()
         self.sketch = sketch
-        self._small_share = min(self.small_max, max(self.small_min, small_share))
+        self._delta = min(self.delta_max, max(0.0, delta))
         self._mean_bytes, self._mean_count = mean_bytes, mean_count
         if now > self._now:
             self._now = now
-        for key, in_main, value in entries:
-            if key in self._sizes or key in self._pending:
-                continue
-            self._pending[key] = value
-            (self._main if in_main else self._small)[key] = None
+        for key, hits, credit in entries:
+            if key not in self._sizes:
+                self._pending[key] = (hits, credit)
 
     def finish_load(self) -> int:
         """Forget loaded entries the store did not re-insert; returns how many there were."""
         lost, self._pending = self._pending, {}
-        for key in lost:
-            self._small.pop(key, None)
-            self._main.pop(key, None)
         return len(lost)

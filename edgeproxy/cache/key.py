@@ -84,6 +84,7 @@ class CacheKey:
     path: str  # normalized path (RFC 3986 sec. 6.2.2)
     upstream_target: str  # path, plus "?" + kept query when the kept query is not empty
     forwarded_headers: tuple[tuple[str, str], ...]  # keyed (name, value) pairs, policy order
+    variant: str = ""  # the second part of the key ("" for the primary entry)
 
 
 _ALPHA = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
@@ -350,4 +351,20 @@ def build_key(
         path=path,
         upstream_target=f"{path}?{query}" if query else path,
         forwarded_headers=forwarded_headers,
+        variant=variant,
     )
+
+
+def vary_variant(selecting: Mapping[str, str | None]) -> str:
+    """The key variant of a response stored for these selecting header values (RFC 9111
+    sec. 4.1): ``selecting`` maps lower-case field names to normalized values (None: absent).
+    The same names and values always give the same variant, whatever the order; any
+    difference gives another one (lengths are part of the material, so no value can spoof
+    another). ``"vary:"`` + 16 hex digits of xxh3_64."""
+    parts = []
+    for name in sorted(selecting):
+        value = selecting[name]
+        parts.append(
+            f"{len(name)}:{name}!" if value is None else f"{len(name)}:{name}={len(value)}:{value}"
+        )
+    return "vary:" + xxhash.xxh3_64_hexdigest("".join(parts).encode("utf-8", "surrogatepass"))

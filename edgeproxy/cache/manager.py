@@ -4,6 +4,11 @@ Contract: workers report, in batches, what they stored (``p key size``), accesse
 dropped (``d key``); the manager keeps the eviction policy over the whole store (one budget for
 all workers, as nginx's cache manager does), and deletes the victims' files (metadata first) in
 its executor. It rebuilds its index from the disk at start. It never serves requests.
+
+Budgets: ``max_size`` (bytes of bodies) and the ``min_free`` watermark (bytes, or a percent of
+the file system, kept free): :meth:`StoreManager.enforce` evicts for whichever asks more. Free
+space comes from ``statvfs`` (in the executor, at most once per :data:`FS_CHECK_INTERVAL`),
+plus what was evicted since.
 """
 
 from __future__ import annotations
@@ -20,11 +25,34 @@ from edgeproxy.cache.eviction import PopularityPolicy
 
 log = logging.getLogger("edgeproxy.manager")
 
+FS_CHECK_INTERVAL = 1.0  # seconds between statvfs calls
+
+
+def watermark_deficit(free: int, total: int, min_free: int, min_free_percent: float) -> int:
+    """Bytes to free so that ``free`` bytes of a ``total``-byte file system reach the
+    watermark: ``min_free`` bytes or ``min_free_percent`` of ``total``, whichever is more
+    (0 when no watermark is set, or when it is met). Pure."""
+    want = max(min_free, int(total * min_free_percent / 100)) if min_free_percent else min_free
+    return max(0, want - free)
+
 
 class StoreManager:
-    def __init__(self, root: str | os.PathLike[str], max_size: int) -> None:
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        max_size: int,
+        *,
+        min_free: int = 0,
+        min_free_percent: float = 0.0,
+    ) -> None:
         self.root = Path(root)
         self.max_size = max_size
+        self.min_free = min_free
+        self.min_free_percent = min_free_percent
+        self._fs: tuple[int, int] | None = None  # (free, total) at the last statvfs
+        self._fs_checked = float("-inf")
+        self._freed_since_fs = 0
+        self.watermark_evictions = 0
         self.sizes: dict[str, int] = {}
         self.used_bytes = 0
         self.policy = PopularityPolicy.for_disk(max_size)
@@ -90,14 +118,44 @@ class StoreManager:
 
     async def enforce(self) -> None:
         over = self.used_bytes - self.max_size
+        deficit = await self._watermark_deficit()
+        by_watermark = deficit > over
+        over = max(over, deficit)
         if over <= 0:
             return
         victims = list(self.policy.victims(over, time.time()))
+        freed = 0
         for key in victims:
+            freed += self.sizes.get(key, 0)
             self._remove(key)
             self.policy.remove(key)  # named victims always leave the policy
         self.evictions += len(victims)
+        if by_watermark:
+            self.watermark_evictions += len(victims)
+        self._freed_since_fs += freed
         await asyncio.get_running_loop().run_in_executor(self._executor, self._delete, victims)
+
+    async def _watermark_deficit(self) -> int:
+        if not (self.min_free or self.min_free_percent):
+            return 0
+        now = time.monotonic()
+        if now - self._fs_checked >= FS_CHECK_INTERVAL:
+            self._fs_checked = now
+            try:
+                st = await asyncio.get_running_loop().run_in_executor(
+                    self._executor, os.statvfs, self.root
+                )
+            except OSError as exc:
+                log.warning("statvfs %s: %s", self.root, exc)
+                return 0
+            self._fs = (st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize)
+            self._freed_since_fs = 0
+        if self._fs is None:
+            return 0
+        free, total = self._fs
+        return watermark_deficit(
+            free + self._freed_since_fs, total, self.min_free, self.min_free_percent
+        )
 
     def _delete(self, keys: list[str]) -> None:
         for key in keys:

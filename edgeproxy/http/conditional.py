@@ -16,6 +16,7 @@ from edgeproxy.http.dates import parse_http_date
 __all__ = [
     "if_range_allows_partial",
     "not_modified",
+    "not_modified_matches",
     "parse_etag",
     "parse_etag_list",
     "strong_match",
@@ -170,3 +171,41 @@ def if_range_allows_partial(
     if when is None or lm is None or sent is None:
         return False
     return when == lm and sent - lm >= 1.0
+
+
+def not_modified_matches(
+    stored_etag: str | None,
+    stored_last_modified: str | None,
+    fresh_etag: str | None,
+    fresh_last_modified: str | None,
+) -> bool:
+    """Whether a 304 received for a validation identifies the stored response for update
+    (RFC 9111 sec. 4.3.4), for a cache that validates one stored response at a time.
+
+    * "If the new response contains one or more strong validators ..., then each of those
+      strong validators identifies a selected representation for update. ... If none of the
+      stored responses contain at least one of the same strong validators, then the cache
+      MUST NOT use the new response to update any stored responses": a strong ETag in the
+      304 must equal the stored one by the strong comparison (a weak stored tag does not
+      contain it).
+    * "If the new response contains no strong validators but does contain one or more weak
+      validators, and those validators correspond to one of the cache's stored responses":
+      a weak ETag must match the stored one by the weak comparison; without an ETag, a
+      Last-Modified must equal the stored Last-Modified (same instant).
+    * A 304 without any validator is taken as confirming the validators the cache sent. The
+      RFC identifies a stored response for such a 304 only when it also lacks validators,
+      but RFC 9110 sec. 15.4.5 has servers send the ETag they would send on a 200, so a
+      304 without one comes from a server that does not send validators on 304 at all;
+      refusing it would turn every revalidation into a full fetch.
+    """
+    fresh = parse_etag(fresh_etag)
+    if fresh is not None:
+        stored = parse_etag(stored_etag)
+        if stored is None:
+            return False
+        return strong_match(fresh, stored) if not fresh[0] else weak_match(fresh, stored)
+    if fresh_last_modified:
+        new = parse_http_date(fresh_last_modified)
+        old = parse_http_date(stored_last_modified) if stored_last_modified else None
+        return new is not None and new == old
+    return True

@@ -34,9 +34,11 @@ __all__ = [
     "acceptable_codings",
     "add_vary_accept_encoding",
     "coding_of",
+    "decoded_headers",
     "identity_headers",
     "is_compressible_type",
     "key_variant",
+    "must_decode",
     "negotiate",
     "should_compress",
     "variant_etag",
@@ -198,6 +200,24 @@ def coding_of(content_encoding: str | None) -> Bucket | None:
     if value in ("gzip", "x-gzip"):
         return "gzip"
     return None
+
+
+def must_decode(accept_encoding: str | None, coded: str) -> bool:
+    """Whether a response coded ``coded`` (``"br"``/``"gzip"``, from the origin) has to be
+    decoded for a request with this ``Accept-Encoding`` (RFC 9110 sec. 12.5.3).
+
+    Absent field: no -- "the user agent has no preferences regarding content-codings", so
+    the coded bytes may be sent as the origin sent them (that is also what S3 does for an
+    object stored with Content-Encoding, and what lets tiers pass such objects on coded).
+    Present: yes unless ``coded`` is among the codings it accepts with ``q > 0``
+    (``Accept-Encoding: identity``, ``br`` for a gzip object, ``gzip;q=0``...).
+    """
+    if accept_encoding is None:
+        return False
+    hit = _memo.get(accept_encoding)
+    if hit is None:
+        hit = _remember(accept_encoding)
+    return coded not in hit[1]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -424,6 +444,31 @@ def variant_headers(
         out[vary_at] = (name, add_vary_accept_encoding(", ".join(vary_values)))
     out.append(("Content-Encoding", encoding))
     return out
+
+
+def decoded_headers(headers: Iterable[tuple[str, str]], coded: str) -> list[tuple[str, str]]:
+    """The header section of the identity (decoded) form of a response the origin sent coded
+    ``coded``: the inverse of :func:`variant_headers`.
+
+    Removed: Content-Length (set from the decoded size), Content-Encoding, Content-MD5 and
+    Content-Digest (both describe the coded bytes). ETag -> :func:`variant_etag` with the
+    suffix ``-identity`` (RFC 9110 sec. 8.8.3: the decoded representation is another one and
+    must not validate the coded bytes, nor the other way round). ``Vary: Accept-Encoding``
+    is added (the answer now depends on the field). Accept-Ranges stays: ranges of the
+    decoded form are served from its own bytes.
+    """
+    out: list[tuple[str, str]] = []
+    for name, value in headers:
+        lower = name.lower()
+        if lower in ("content-length", "content-encoding", "content-md5", "content-digest"):
+            continue
+        if lower == "etag":
+            tag = variant_etag(value, f"{coded}-identity")
+            if tag is not None:
+                out.append((name, tag))
+            continue
+        out.append((name, value))
+    return identity_headers(out)
 
 
 def identity_headers(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:

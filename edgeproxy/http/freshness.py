@@ -226,8 +226,11 @@ def freshness_lifetime(
     * ``Expires`` (ignored when ``resp_cc.targeted``, RFC 9213) -> ``Expires - Date``, with
       the response time standing in for a missing or invalid Date ("using the time the
       message was received if it is not present"); an invalid Expires such as ``0`` means
-      "already expired" (sec. 5.3) -> ``(0.0, "expires")``; negative results are 0. With
-      several Expires lines the first is used;
+      "already expired" (sec. 5.3) -> ``(0.0, "expires")``; negative results are 0. Several
+      Expires lines are "already expired" too: sec. 4.2.1 allows "either the first occurrence
+      should be used or the response should be considered stale", and we take the second
+      reading because the lines combine into one field value (RFC 9110 sec. 5.3) that is
+      not an HTTP-date, i.e. an invalid one (sec. 5.3);
     * heuristic (sec. 4.2.2), only for heuristically cacheable statuses or ``public``, and
       only with a valid Last-Modified: ``heuristic_fraction * (Date - Last-Modified)``
       capped at ``heuristic_max`` -> ``(value, "heuristic")``;
@@ -241,8 +244,9 @@ def freshness_lifetime(
     if date_value is None:
         date_value = response_time
     if not resp_cc.targeted:
-        expires_present, expires = _first_date(resp_headers, "Expires")
-        if expires_present:
+        expires_lines = resp_headers.getall("Expires", None)
+        if expires_lines:
+            expires = parse_http_date(expires_lines[0]) if len(expires_lines) == 1 else None
             if expires is None:
                 return 0.0, "expires"
             return max(0.0, expires - date_value), "expires"

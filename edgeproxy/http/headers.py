@@ -16,6 +16,7 @@ __all__ = [
     "NOT_UPDATED",
     "PROXY_SPECIFIC",
     "connection_listed",
+    "same_origin_path",
     "storable_headers",
     "strip_hop_by_hop",
     "update_stored_headers",
@@ -134,3 +135,44 @@ def update_stored_headers(stored: Any, fresh: Any) -> CIMultiDict[str]:
     if strip:
         out = _without(out, set(strip))
     return out
+
+
+def same_origin_path(
+    value: str, request_path: str, authority: str | None, tls: bool = False
+) -> str | None:
+    """The path a ``Location``/``Content-Location`` value names on this origin, for
+    invalidation (RFC 9111 sec. 4.4: "only if the host part is the same as in the target
+    URI"); None for another origin or an unusable value.
+
+    A relative reference is resolved against the request's path (RFC 3986 sec. 5.2): ``list``
+    after ``/api/items`` is ``/api/list``; an absolute ``http(s)://`` URI counts when its
+    authority equals the request's ``Host`` (``authority``, case-insensitive, default ports
+    made explicit) and its scheme is the request's. The query is dropped (invalidation
+    covers every keyed variant of the path). Pure.
+    """
+    from urllib.parse import urljoin, urlsplit
+
+    value = value.strip()
+    if not value:
+        return None
+    try:
+        parts = urlsplit(value)
+        if parts.scheme or parts.netloc:
+            if parts.scheme.lower() not in ("http", "https") or authority is None:
+                return None
+            if parts.scheme.lower() != ("https" if tls else "http"):
+                return None
+            default = "443" if tls else "80"
+
+            def canonical(hostport: str) -> str:
+                hostport = hostport.lower()
+                return hostport if ":" in hostport.rsplit("]", 1)[-1] else f"{hostport}:{default}"
+
+            if canonical(parts.netloc) != canonical(authority.strip()):
+                return None
+            path = parts.path or "/"
+        else:
+            path = urlsplit(urljoin(request_path, value)).path or "/"
+    except ValueError:
+        return None
+    return path if path.startswith("/") else None

@@ -105,6 +105,9 @@ class Fill:
         self.outcome: Outcome | None = None
         self.followers = 0
         self._waiters: list[asyncio.Future[None]] = []
+        # ``written`` counts the body (False: a remote fill whose part file was already
+        # published when we looked: its size was never seen)
+        self.size_known = True
 
     def recent(self, offset: int, limit: int) -> memoryview | None:
         """Bytes from ``offset`` (at most ``limit``) if still held in memory; else None."""
@@ -158,13 +161,15 @@ class LocalFill(Fill):
 
     async def announce(self, head: FillHead) -> None:
         self.head = head
+        self._notify()  # followers in this process first: no file-system hop before them
         if self.shared:
             await self._coalescer._write_marker(self, "head", head.to_json())
-        self._notify()
 
     def advance(self, written: int, chunk: bytes | None = None) -> None:
-        """``written`` bytes are in the part file; ``chunk`` (the last ones) is kept in a
-        bounded ring so followers in this process read it from memory."""
+        """``written`` bytes of the body are known; ``chunk`` (the last ones) is kept in a
+        bounded ring so followers in this process read it from memory. The part file may lag
+        by the chunk being written: a follower reads the file only for bytes that left the
+        ring (RING_BYTES behind), long written by then, and a short read is retried."""
         if chunk:
             self._ring.append((written - len(chunk), chunk))
             self._ring_bytes += len(chunk)
@@ -224,8 +229,10 @@ class RemoteFill(Fill):
                     raw = await c.read_small(head_path)
                     if raw is not None:
                         self.head = FillHead.from_json(raw)
-                        with contextlib.suppress(OSError):
+                        try:
                             self._fd = os.open(self.head.part_path, os.O_RDONLY)
+                        except OSError:
+                            self.size_known = False
                         changed = True
                 if self._fd is not None:
                     size = os.fstat(self._fd).st_size  # metadata of an open fd: no disk read
@@ -298,8 +305,12 @@ class Coalescer:
         *,
         hit_for_miss_ttl: float = 10.0,
         executor: object = None,
+        across_processes: bool = True,
     ) -> None:
         self.dir = Path(store_root) / "inflight"
+        # False for a node of one process: fills are coordinated in memory only (no lock or
+        # marker files, so a miss leads without a file-system hop)
+        self.across_processes = across_processes
         self.local: dict[str, LocalFill] = {}
         self.remote: dict[str, RemoteFill] = {}
         self.uncacheable: dict[str, float] = {}
@@ -362,6 +373,10 @@ class Coalescer:
                 await asyncio.sleep(0.002)  # ours, releasing its lock
                 continue
             fill_id = f"{os.getpid():x}{os.urandom(4).hex()}"
+            if not self.across_processes:
+                fill = LocalFill(self, key_hex, fill_id)
+                self.local[key_hex] = fill
+                return Lead(fill)
             got = await self._io(self._try_lock, key_hex, fill_id)
             if got is True:
                 fill = LocalFill(self, key_hex, fill_id)
@@ -428,6 +443,8 @@ class Coalescer:
                 self.lock_path(key_hex).unlink()
 
     async def _write_marker(self, fill: LocalFill, kind: str, data: bytes) -> None:
+        if not self.across_processes:
+            return
         path = self.marker_path(fill.key_hex, fill.fill_id, kind)
 
         def _write() -> None:
@@ -443,6 +460,10 @@ class Coalescer:
     async def _release(self, fill: LocalFill) -> None:
         """Publish the outcome for other processes, then drop the lock."""
         assert fill.outcome is not None
+        if not self.across_processes:
+            if self.local.get(fill.key_hex) is fill:
+                del self.local[fill.key_hex]
+            return
         await self._write_marker(fill, "done", fill.outcome.value.encode())
 
         def _unlock() -> None:

@@ -18,6 +18,9 @@ Contract
   exception) to every concurrent caller: one compression per variant, however many requests
   ask for it at once.
 * :func:`decompress` is the inverse (tests and checks; never on the hit path).
+* :class:`StreamDecoder` / :func:`decode_chunks` decode an origin's pre-compressed body for a
+  client that does not accept its coding, in bounded pieces (a decompression bomb costs time,
+  never memory).
 
 Levels: Brotli quality :data:`DEFAULT_BROTLI_QUALITY` (5) and gzip level
 :data:`DEFAULT_GZIP_LEVEL` (6), chosen on a 51.7 KB JSON track listing (``python
@@ -45,7 +48,7 @@ from __future__ import annotations
 
 import asyncio
 import zlib
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterator
 from concurrent.futures import Executor
 from functools import partial
 from typing import Final, Generic, TypeVar
@@ -59,9 +62,12 @@ __all__ = [
     "INLINE_LIMIT",
     "SingleFlight",
     "StreamCompressor",
+    "StreamDecoder",
     "compress_bytes",
     "compress_sync",
+    "decode_chunks",
     "decompress",
+    "decompress_limited",
 ]
 
 DEFAULT_BROTLI_QUALITY: Final = 5
@@ -229,6 +235,111 @@ class StreamCompressor:
     async def afinish(self, *, executor: Executor | None = None) -> bytes:
         """:meth:`finish` in ``executor`` (the final block may take a while at high quality)."""
         return await asyncio.get_running_loop().run_in_executor(executor, self.finish)
+
+
+DECODE_PIECE = 256 * 1024
+
+
+class StreamDecoder:
+    """Incremental decoding of a ``br``/``gzip`` body (an origin's pre-compressed object) for
+    a client that does not accept the coding, with bounded memory: every piece it yields is
+    about ``piece`` bytes (Brotli rounds its output buffer up to 32 KiB), however much one
+    input chunk expands (a "zip bomb" costs time,
+    never RAM). gzip may hold several members (RFC 1952 sec. 2.2). ``finish()`` raises
+    ``ValueError`` when the stream was truncated; malformed input raises ``ValueError`` too.
+    """
+
+    __slots__ = ("_brotli", "_zlib", "bytes_out", "encoding", "piece")
+
+    def __init__(self, encoding: str, *, piece: int = DECODE_PIECE) -> None:
+        encoding = _check_encoding(encoding)
+        if encoding == "identity":
+            raise ValueError("StreamDecoder needs a real coding (br or gzip)")
+        self.encoding = encoding
+        self.piece = piece
+        self._brotli: brotli.Decompressor | None = None
+        self._zlib: zlib._Decompress | None = None
+        if encoding == "br":
+            self._brotli = brotli.Decompressor()
+        else:
+            self._zlib = zlib.decompressobj(_GZIP_WBITS)
+        self.bytes_out = 0
+
+    def decode(self, chunk: bytes | bytearray | memoryview) -> Iterator[bytes]:
+        """Feed one chunk; yields the decoded pieces it releases."""
+        try:
+            if self._brotli is not None:
+                yield from self._decode_br(bytes(chunk))
+            else:
+                yield from self._decode_gzip(bytes(chunk))
+        except (zlib.error, brotli.error) as exc:
+            raise ValueError(f"bad {self.encoding} stream: {exc}") from exc
+
+    def _decode_br(self, data: bytes) -> Iterator[bytes]:
+        d = self._brotli
+        assert d is not None
+        out = d.process(data, output_buffer_limit=self.piece)
+        while out:  # the limit holds output back: drain it with empty input
+            self.bytes_out += len(out)
+            yield out
+            if d.is_finished():
+                return
+            out = d.process(b"", output_buffer_limit=self.piece)
+
+    def _decode_gzip(self, data: bytes) -> Iterator[bytes]:
+        while data:
+            d = self._zlib
+            assert d is not None
+            if d.eof:  # the next member of a multi-member file
+                data = d.unused_data + data
+                if not data:
+                    return
+                d = self._zlib = zlib.decompressobj(_GZIP_WBITS)
+            out = d.decompress(data, self.piece)
+            data = d.unconsumed_tail
+            if out:
+                self.bytes_out += len(out)
+                yield out
+            if d.eof:
+                data = d.unused_data + data
+                if data:
+                    self._zlib = zlib.decompressobj(_GZIP_WBITS)
+                else:
+                    return
+
+    def finish(self) -> None:
+        """Check the stream ended where a coded body must end."""
+        if self._brotli is not None:
+            if not self._brotli.is_finished():
+                raise ValueError("truncated br stream")
+        else:
+            assert self._zlib is not None
+            if not self._zlib.eof:
+                raise ValueError("truncated gzip stream")
+
+
+def decompress_limited(data: bytes | memoryview, encoding: str, limit: int) -> bytes | None:
+    """Decode a whole coded body; None when the result would exceed ``limit`` bytes (the
+    caller decodes while streaming instead). ``ValueError`` on malformed/truncated input.
+    Runs anywhere (the caller puts large bodies in an executor)."""
+    decoder = StreamDecoder(encoding)
+    out = bytearray()
+    for piece in decoder.decode(data):
+        out += piece
+        if len(out) > limit:
+            return None
+    decoder.finish()
+    return bytes(out)
+
+
+async def decode_chunks(source: AsyncIterator[bytes], encoding: str) -> AsyncIterator[bytes]:
+    """Decode an async stream of coded chunks (see :class:`StreamDecoder`); raises
+    ``ValueError`` on a malformed or truncated stream (the caller cuts the connection)."""
+    decoder = StreamDecoder(encoding)
+    async for chunk in source:
+        for piece in decoder.decode(chunk):
+            yield piece
+    decoder.finish()
 
 
 K = TypeVar("K", bound=Hashable)

@@ -76,8 +76,13 @@ async def fill_chunks(
             if outcome is not Outcome.DONE:
                 raise FillFailed(f"fill of {key_hex} ended {outcome.as_str()}")
             if offset >= fill.written:
-                if end is not None and offset < end:
-                    raise FillFailed("fill ended short of the requested range")
+                if (end is not None and offset < end) or (end is None and not fill.size_known):
+                    # done, but fewer bytes seen than announced (or, without a length, none
+                    # counted): a follower in another process that found the part file
+                    # already published (renamed) never learnt its size; read the rest from
+                    # the published entry, which _published checks is the announced body
+                    async for chunk in _published(store, key_hex, fill, head, offset, end):
+                        yield chunk
                 return
     finally:
         if fd is not None:

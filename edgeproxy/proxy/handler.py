@@ -18,9 +18,11 @@ import asyncio
 import contextlib
 import enum
 import logging
+import os
 import time
-from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from bisect import bisect_left
+from collections.abc import AsyncIterator, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from multidict import CIMultiDict
@@ -34,9 +36,11 @@ from edgeproxy.cache.key import (
     build_key,
     normalize_path,
     split_target,
+    vary_variant,
 )
 from edgeproxy.cache.store import UNWRITABLE_ERRNOS
 from edgeproxy.config import Config, PolicyConfig
+from edgeproxy.http import cors
 from edgeproxy.http.cache_control import (
     CacheControl,
     parse_cache_control,
@@ -44,9 +48,22 @@ from edgeproxy.http.cache_control import (
     select_response_cache_control,
 )
 from edgeproxy.http.cache_status import append_cache_status, cache_status_member, sf_token_or_string
-from edgeproxy.http.conditional import if_range_allows_partial, not_modified
+from edgeproxy.http.conditional import (
+    if_range_allows_partial,
+    not_modified,
+    not_modified_matches,
+)
 from edgeproxy.http.dates import format_http_date
-from edgeproxy.http.encoding import identity_headers, negotiate, should_compress
+from edgeproxy.http.encoding import (
+    acceptable_codings,
+    coding_of,
+    decoded_headers,
+    identity_headers,
+    must_decode,
+    negotiate,
+    should_compress,
+    variant_etag,
+)
 from edgeproxy.http.freshness import (
     Freshness,
     apply_policy_ttl,
@@ -57,9 +74,24 @@ from edgeproxy.http.freshness import (
     stale_if_error_ok,
     storability,
 )
-from edgeproxy.http.headers import strip_hop_by_hop, update_stored_headers
+from edgeproxy.http.headers import (
+    connection_listed,
+    same_origin_path,
+    storable_headers,
+    strip_hop_by_hop,
+    update_stored_headers,
+)
 from edgeproxy.http.ranges import UNSATISFIABLE, parse_content_range, parse_range
+from edgeproxy.metrics import (
+    REQUEST_MARK,
+    TTFB_BUCKETS,
+    RequestMark,
+    Traffic,
+    mark_phase,
+    mark_request,
+)
 from edgeproxy.popularity import Popularity
+from edgeproxy.presign import PresignVerifier
 from edgeproxy.proxy.coalesce import (
     Bypass,
     Coalescer,
@@ -70,11 +102,15 @@ from edgeproxy.proxy.coalesce import (
     LocalFill,
     Outcome,
 )
+from edgeproxy.proxy.compress import decode_chunks
 from edgeproxy.proxy.fillread import FillFailed, fill_chunks
 from edgeproxy.proxy.s3 import map_s3_status, s3_error_code
 from edgeproxy.proxy.slices import Slicer
 from edgeproxy.proxy.upstream import NoSuchTarget, Upstream, UpstreamError
 from edgeproxy.proxy.variants import Variants
+from edgeproxy.signing import PARAMS, Refusal, parse_keys, strip_params
+from edgeproxy.signing import verify as verify_signed_url
+from edgeproxy.tls import viewer_answer
 
 if TYPE_CHECKING:
     from edgeproxy.accesslog import AccessLog
@@ -102,6 +138,7 @@ FAST_BLOCKERS = frozenset(
 # Stored fields the cache regenerates itself on every answer.
 NOT_STORED = frozenset({"age", "cache-status", "content-length", "set-cookie"})
 # Fields never sent in a 304 (RFC 9110 sec. 15.4.5: the 304 carries metadata, no content fields)
+DECODE_READ = 256 * 1024  # bytes of a stored coded body read per step when decoding per request
 NOT_IN_304 = frozenset({"content-length", "content-range", "transfer-encoding"})
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 WAIT_TIMEOUT = 30.0
@@ -112,6 +149,7 @@ HIT_FOR_MISS_REASONS = frozenset(
     {"private", "no-store", "set-cookie", "vary-star", "no-freshness", "too-large", "status"}
 )
 MAX_FAST_MEMO = 20_000
+MISSED_PATHS = 10_000  # paths whose misses are counted (the report's evidence)
 
 
 class Phase(enum.Enum):
@@ -135,8 +173,14 @@ class Node:
     """One edgeproxy node: the cache pipeline behind the HTTP server."""
 
     def __init__(
-        self, config: Config, store: DiskStore, upstream: Upstream, coalescer: Coalescer
+        self,
+        config: Config,
+        store: DiskStore,
+        upstream: Upstream,
+        coalescer: Coalescer,
+        environ: Mapping[str, str] | None = None,
     ) -> None:
+        """``environ`` (default ``os.environ``) holds the signed-URL keys of the policies."""
         self.config = config
         self.store = store
         self.upstream = upstream
@@ -155,15 +199,29 @@ class Node:
         self.variants = Variants(self)
         self.epoch: SharedEpoch | None = None  # set on multi-process nodes
         self.seen_epoch = 0
+        self.seen_bans = 0
         # invalidation bans (admin API); ``items`` empty = the hit path pays one attribute read
         self.bans = BanList()
         self.access_log: AccessLog | None = None  # set when node.access_log is not "off"
         self._memo: dict[str, tuple[PolicyConfig, CacheKey]] = {}
         self._forwarded_names: dict[str, frozenset[str]] = {}
         self.fast_hits = 0  # hits answered without a task (a share of the HIT phase)
+        self.connections_refused = 0  # closed at accept by the server (max_connections)
+        self.https_port = 443  # the TLS listener's port, named in redirect-to-https answers
         self.counters: dict[str, int] = {}
         self._background: set[asyncio.Task[None]] = set()
         self.popularity = Popularity()  # decayed requests per path (admin GET /popular)
+        # metrics (edgeproxy.metrics): the hit path's own TTFB buckets, their sum, its body
+        # bytes and its non-200 answers; the slow path's per-answer figures and missed paths
+        self.fast_ttfb = [0] * (len(TTFB_BUCKETS) + 1)
+        self.fast_ttfb_sum = 0.0
+        self.fast_bytes = 0
+        self.fast_odd_status: dict[int, int] = {}
+        self.traffic = Traffic(Popularity(max_paths=MISSED_PATHS))
+        # signed URLs: keys per environment variable (hmac), the presigned-URL verifier (S3),
+        # refusals by reason code
+        self.url_keys, self.presign = _url_verifiers(config, upstream, environ)
+        self.refused: dict[str, int] = {}
 
     # ---- helpers ---------------------------------------------------------------------------
 
@@ -178,6 +236,7 @@ class Node:
 
     def _count(self, phase: Phase) -> None:
         self.counters[phase.value] = self.counters.get(phase.value, 0) + 1
+        mark_phase(phase.value, time.monotonic())  # the request's result and TTFB end
         if self.access_log is not None:
             note_phase(phase.value)
 
@@ -210,24 +269,45 @@ class Node:
             fields = [f for f in fields if f[0].lower() not in self.not_downstream]
         fields.append(("Via", self.via_value))
         fields.extend(policy.response_headers)
+        if policy.cors is not None:  # the stored Access-Control-* out, the static part in
+            fields = cors.merge(policy.cors, fields, None)
         return fields
 
     # ---- fast path -------------------------------------------------------------------------
 
     def check_epoch(self) -> None:
-        """Another worker invalidated entries: forget this process's view of the store."""
+        """Another worker removed entries: forget this process's view of the store; the ban
+        list changed: re-read it (see :mod:`edgeproxy.cache.epoch`)."""
         epoch = self.epoch
         if epoch is not None:
-            value = epoch.value()
-            if value != self.seen_epoch:
-                self.seen_epoch = value
+            view, bans = epoch.values()
+            if view != self.seen_epoch:
+                self.seen_epoch = view
+                self.seen_bans = bans
                 self._reload_shared_state()
+            elif bans != self.seen_bans:
+                self.seen_bans = bans
+                self._reload_bans()
 
     def _reload_shared_state(self) -> None:
         """After another process changed the store: forget the view, re-read the ban list
         (a small file, read at once so no request after the new epoch misses a ban)."""
         self.store.forget_all()
         self.bans = read_ban_file(self.config.store.path)[0]
+
+    def _reload_bans(self) -> None:
+        """The ban list changed. New bans apply on lookup; a retired ban's entries were dealt
+        with on disk by the master's walk (marked stale or deleted), so this process forgets
+        its in-memory copy of exactly those, and re-reads them from disk when asked."""
+        new = read_ban_file(self.config.store.path)[0]
+        kept = {(b.pattern, b.at, b.hard) for b in new.items}
+        retired = [b for b in self.bans.items if (b.pattern, b.at, b.hard) not in kept]
+        self.bans = new
+        if retired:
+            store = self.store
+            for key_hex, entry in list(store.index.items()):
+                if any(b.matches(entry.path, entry.response_time) for b in retired):
+                    store.forget(key_hex)
 
     def try_fast(self, req: Request, conn: HttpConnection) -> bool:
         """Answer a fresh, plain hit from RAM or a mapped body without a task; else False."""
@@ -246,6 +326,8 @@ class Node:
             return False
         if method not in policy.methods:
             return False
+        if policy.viewer_protocol != "allow-all" and not req.tls:
+            return False  # the slow path redirects or refuses it
         store = self.store
         entry = store.index.get(key.hex)
         if entry is None or not entry.verified or entry.cc.no_cache or entry.sliced is not None:
@@ -259,6 +341,13 @@ class Node:
         bans = self.bans
         if bans.items and bans.match(entry.path, entry.response_time) is not None:
             return False  # invalidated: the slow path marks it stale or drops it
+        if policy.signed_urls is not None and self._url_refusal(req, policy, key, now):
+            return False  # the slow path answers 403
+        coded = entry.coded
+        if coded is not None and must_decode(hdict.get("accept-encoding"), coded):
+            return False  # the origin's coding is refused: the slow path decodes
+        if policy.unacceptable_encoding == "406" and "accept-encoding" in hdict:
+            return False  # the slow path checks that the answer's coding is acceptable
         if policy.compress:
             ok = entry.compress_ok
             if ok is None:
@@ -291,14 +380,26 @@ class Node:
             head = head[:-2] + b"Connection: close\r\n\r\n"
         elif req.version == "1.0":
             head = head[:-2] + b"Connection: keep-alive\r\n\r\n"
+        cors_rules = policy.cors
+        if cors_rules is not None and "origin" in hdict:  # the cached head has the static part
+            head = head[:-2] + cors_rules.actual_block(hdict["origin"]) + b"\r\n"
         if method == "HEAD":
             conn.write(head)
         elif len(body) <= 65536:
             conn.write(head + body)
         else:
             conn.writelines([head, memoryview(body)])  # one writev
-        self._count(Phase.HIT)
+        counters = self.counters  # _count without the slow path's request mark
+        counters["hit"] = counters.get("hit", 0) + 1
         self.fast_hits += 1
+        ttfb = time.monotonic() - req.received_at
+        self.fast_ttfb[bisect_left(TTFB_BUCKETS, ttfb)] += 1
+        self.fast_ttfb_sum += ttfb
+        if method == "GET":
+            self.fast_bytes += len(body)
+        if entry.status != 200:
+            odd = self.fast_odd_status
+            odd[entry.status] = odd.get(entry.status, 0) + 1
         self.popularity.hit(key.path, now)
         if self.access_log is not None:
             nbytes = 0 if method == "HEAD" else len(body)
@@ -335,6 +436,17 @@ class Node:
     # ---- full pipeline ---------------------------------------------------------------------
 
     async def handle(self, req: Request, resp: ResponseWriter) -> None:
+        mark = RequestMark()  # this answer's cache result and TTFB (edgeproxy.metrics)
+        token = REQUEST_MARK.set(mark)
+        try:
+            await self._handle_logged(req, resp)
+        finally:
+            REQUEST_MARK.reset(token)
+            self.traffic.answered(
+                mark, resp.status, resp.bytes_sent, req.received_at, time.monotonic()
+            )
+
+    async def _handle_logged(self, req: Request, resp: ResponseWriter) -> None:
         access_log = self.access_log
         if access_log is None:
             await self._handle(req, resp)
@@ -365,7 +477,23 @@ class Node:
             resp.keep_alive = False  # as nginx does: no more requests on a confused stream
             await self._simple(resp, 400, f"bad request target: {exc}")
             return
+        if policy.viewer_protocol != "allow-all" and not req.tls:
+            await self._viewer_protocol(req, resp, policy)
+            return
+        if policy.cors is not None:
+            if cors.is_preflight(req.method, req.hdict):
+                await self._preflight(req, resp, policy, policy.cors)
+                return
+            resp = _cors_response(resp, policy.cors, req.hdict.get("origin"))
+        if policy.signed_urls is not None:  # before any lookup
+            refusal = self._url_refusal(req, policy, key, time.time())
+            if refusal is not None:
+                if req.body is not None:
+                    resp.keep_alive = False  # its body stays unread: say so, then close
+                await self._refuse(resp, policy, refusal)
+                return
         self.popularity.hit(key.path, time.time())
+        mark_request(key.path, policy.name)
         if req.method in ("GET", "HEAD") and req.method in policy.methods:
             await self._cached_request(req, resp, policy, key)
             return
@@ -376,6 +504,73 @@ class Node:
             )
             return
         await self._pass_through(req, resp, policy, key)
+
+    async def _viewer_protocol(
+        self, req: Request, resp: ResponseWriter, policy: PolicyConfig
+    ) -> None:
+        """A plain-HTTP request under a policy that wants HTTPS: 301 to the https:// URL, or
+        403 (CloudFront's viewer protocol policy; see :func:`edgeproxy.tls.viewer_answer`)."""
+        status, location, text = viewer_answer(
+            policy.viewer_protocol, req.method, req.target, req.hdict.get("host"), self.https_port
+        )
+        if status == 400:
+            self._count(Phase.BAD_REQUEST)  # no Host to redirect to
+        headers = [("Location", location)] if location is not None else []
+        member = cache_status_member(self.sf_name, fwd="bypass", detail="viewer-protocol")
+        await self._simple(resp, status, text, headers=headers, member=member)
+
+    def _url_refusal(
+        self, req: Request, policy: PolicyConfig, key: CacheKey, now: float
+    ) -> Refusal | None:
+        """Why the policy's signed-URL check refuses ``req`` (None: it passes). The path
+        checked is the normalized one that is keyed and fetched (``key.path``)."""
+        signed = policy.signed_urls
+        assert signed is not None
+        query = req.target.partition("?")[2]
+        if signed.type == "hmac":
+            refusal = verify_signed_url(key.path, query, self.url_keys[signed.keys_env], now=now)
+        elif self.presign is not None:
+            refusal = self.presign.verify(req.method, key.path, query, req.hdict, now=now)
+        else:  # the config requires origin credentials; never reached
+            refusal = Refusal("signature-unverifiable", "no credentials to verify it with")
+        if refusal is not None and not signed.required and refusal.code == "signature-missing":
+            return None  # optional signatures: an unsigned request passes, a bad one does not
+        return refusal
+
+    async def _refuse(self, resp: ResponseWriter, policy: PolicyConfig, refusal: Refusal) -> None:
+        """403 for a URL that is not (validly) signed; never stored downstream."""
+        self.refused[refusal.code] = self.refused.get(refusal.code, 0) + 1
+        await self._simple(
+            resp,
+            403,
+            f"forbidden: {refusal.message}",
+            headers=[("Cache-Control", "no-store"), *policy.response_headers],
+            member=cache_status_member(self.sf_name, fwd="bypass", detail=refusal.code),
+        )
+
+    async def _preflight(
+        self, req: Request, resp: ResponseWriter, policy: PolicyConfig, rules: cors.CorsRules
+    ) -> None:
+        """A CORS preflight, answered here and never forwarded: 204 or 403."""
+        hdict = req.hdict
+        answer = cors.preflight(
+            rules,
+            hdict["origin"],
+            hdict["access-control-request-method"],
+            hdict.get("access-control-request-headers"),
+        )
+        member = cache_status_member(self.sf_name, fwd="bypass", detail="cors-preflight")
+        if answer.status == 204:
+            fields = [*answer.fields, *policy.response_headers, ("Cache-Status", member)]
+            resp.start(204, fields, content_length=None)
+            return
+        await self._simple(
+            resp,
+            answer.status,
+            answer.reason or "CORS preflight refused",
+            headers=[*answer.fields, *policy.response_headers],
+            member=member,
+        )
 
     async def _simple(
         self,
@@ -400,14 +595,32 @@ class Node:
         self, req: Request, resp: ResponseWriter, policy: PolicyConfig, key: CacheKey
     ) -> None:
         headers = req.headers
+        if (
+            policy.unacceptable_encoding == "406"
+            and negotiate(req.hdict.get("accept-encoding")) is None
+        ):
+            await self._not_acceptable(resp)
+            return
         req_cc = parse_cache_control(headers.getall("cache-control", []))
         pragma_no_cache = request_no_cache(req_cc, headers)
         entry = await self.store.lookup(key.hex)
         if entry is not None and self.bans.items:
             entry = await self._apply_ban(entry, policy, key)
         fwd = "uri-miss"
-        if entry is not None and not self._vary_matches(entry, _forwarded_view(policy, headers)):
-            entry, fwd = None, "vary-miss"
+        if entry is not None and entry.vary is not None:
+            view = _forwarded_view(policy, headers)
+            if not self._vary_matches(entry, view):
+                # RFC 9111 sec. 4.1: "a cache MAY store multiple responses for a target URI
+                # with different selecting header values": the others live under a secondary
+                # key made from the primary's Vary names and this request's values
+                fwd = "vary-miss"
+                key, entry = self._vary_key(policy, key, entry.vary, view), None
+                if key.variant:
+                    entry = await self.store.lookup(key.hex)
+                    if entry is not None and self.bans.items:
+                        entry = await self._apply_ban(entry, policy, key)
+                    if entry is not None and not self._vary_matches(entry, view):
+                        entry = None
         if entry is not None and not await self.store.ensure_readable(entry):
             entry = None
         now = time.time()
@@ -493,7 +706,7 @@ class Node:
             return entry
         if ban.hard:
             await self.store.drop(entry.key_hex)
-            for bucket in ("br", "gzip"):
+            for bucket in ("br", "gzip", "identity"):
                 await self.store.drop(self.variants.key_for(policy, key, bucket).hex)
             if entry.sliced is not None:
                 await self.slicer.drop_slices(policy, key, entry)
@@ -536,6 +749,22 @@ class Node:
         if entry.sliced is not None:
             _, key = self._policy_and_key(req.target, req.hdict)
             await self.slicer.serve(req, resp, policy, key, entry, member, upstream_status)
+            return
+        if entry.coded is not None and must_decode(req.hdict.get("accept-encoding"), entry.coded):
+            _, key = self._policy_and_key(req.target, req.hdict)
+            decoded = await self.variants.get(policy, key, entry, "identity")
+            if decoded is not None:
+                entry = decoded  # stored once, served like any entry from here on
+            elif self._refuses(req, policy, "identity"):
+                await self._not_acceptable(resp)
+                return
+            else:
+                await self._serve_decoding(req, resp, entry, policy, member, upstream_status)
+                return
+        if policy.unacceptable_encoding == "406" and self._refuses(
+            req, policy, coding_of(CIMultiDict(entry.headers).get("content-encoding"))
+        ):
+            await self._not_acceptable(resp)
             return
         now = time.time()
         fields = self._head_fields(entry, policy)
@@ -591,6 +820,70 @@ class Node:
             body = await self.store.read_range(entry, start, count)
             await resp.write(body)
 
+    @staticmethod
+    def _refuses(req: Request, policy: PolicyConfig, coding: str | None) -> bool:
+        """The policy answers 406 and the client's Accept-Encoding excludes ``coding``."""
+        if policy.unacceptable_encoding != "406":
+            return False
+        accept = req.hdict.get("accept-encoding")
+        return accept is not None and (coding is None or coding not in acceptable_codings(accept))
+
+    async def _not_acceptable(self, resp: ResponseWriter) -> None:
+        """RFC 9110 sec. 15.5.7: none of the codings this cache can answer with is acceptable."""
+        self._count(Phase.ERROR)
+        await self._simple(
+            resp,
+            406,
+            "none of the content codings br, gzip, identity is acceptable (Accept-Encoding)",
+            headers=[("Vary", "Accept-Encoding")],
+        )
+
+    async def _serve_decoding(
+        self,
+        req: Request,
+        resp: ResponseWriter,
+        entry: Entry,
+        policy: PolicyConfig,
+        member: str,
+        upstream_status: str | None,
+    ) -> None:
+        """Answer a client that refuses the origin's coding of a stored entry too large for a
+        stored decoded variant: decode while streaming (length unknown, so chunked; Range is
+        ignored, which RFC 9110 sec. 14.2 allows). A body that does not decode is cut."""
+        coded = entry.coded
+        assert coded is not None
+        now = time.time()
+        fields = decoded_headers(self._head_fields(entry, policy), coded)
+        fields.append(("Age", str(int(entry.age(now)))))
+        fields.append(("Cache-Status", append_cache_status(upstream_status, member)))
+        if entry.status == 200 and not_modified(
+            req.method,
+            req.headers,
+            variant_etag(entry.etag, f"{coded}-identity"),
+            entry.last_modified,
+            date=entry.date,
+            received_at=entry.response_time,
+        ):
+            resp.start(
+                304, [f for f in fields if f[0].lower() not in NOT_IN_304], content_length=None
+            )
+            return
+        resp.start(entry.status, fields, content_length=None, reason=entry.reason)
+        if req.method == "HEAD":
+            return
+        store = self.store
+
+        async def stored_chunks() -> AsyncIterator[bytes]:
+            for offset in range(0, entry.size, DECODE_READ):
+                yield await store.read_range(entry, offset, min(DECODE_READ, entry.size - offset))
+
+        try:
+            async for piece in decode_chunks(stored_chunks(), coded):
+                await resp.write(piece)
+        except ValueError as exc:
+            log.warning("cutting %s: %s", req.target, exc)
+            resp.abort()
+
     # ---- fetching --------------------------------------------------------------------------
 
     def _upstream_headers(
@@ -606,7 +899,10 @@ class Node:
         the stored variant was selected with (RFC 9111 sec. 4.1).
         """
         fields = list(key.forwarded_headers)
+        hop = connection_listed(req_headers) if req_headers is not None else frozenset()
         for name in policy.forward_headers:
+            if name in hop:
+                continue  # RFC 9110 sec. 7.6.1: named in Connection, so not forwarded
             if req_headers is not None:
                 values = req_headers.getall(name, [])
                 if values:
@@ -639,7 +935,8 @@ class Node:
         bypass_queue = req_cc.no_store or fwd == "request"
         lead: LocalFill | None = None
         if not bypass_queue:
-            for attempt in range(2):
+            retries = 1
+            while True:
                 try:
                     got = await self.coalescer.acquire(key.hex, now=time.time())
                 except OSError as exc:  # no room for a lock file (disk full): go alone
@@ -654,8 +951,19 @@ class Node:
                 outcome = await self._follow(req, resp, policy, key, got.fill, fwd)
                 if outcome is None:
                     return  # answered from the fill
-                if outcome not in (Outcome.UPSTREAM_ERROR, Outcome.DANGLING) or attempt:
+                head = got.fill.head
+                if outcome is Outcome.UNCACHEABLE and head is not None and head.vary:
+                    # the fill is another variant of this URI (RFC 9111 sec. 4.1): queue for
+                    # ours, under the secondary key its selecting fields give ours
+                    vkey = self._vary_key(
+                        policy, key, head.vary, _forwarded_view(policy, req.headers)
+                    )
+                    if vkey.variant and vkey.hex != key.hex:
+                        key, fwd = vkey, "vary-miss"
+                        continue
+                if outcome not in (Outcome.UPSTREAM_ERROR, Outcome.DANGLING) or not retries:
                     break  # uncacheable or timed out: go alone; an error: retry once
+                retries -= 1
         try:
             await self._fetch_and_serve(
                 req, resp, policy, key, stale, fwd, req_cc, lead, probe=probe
@@ -707,6 +1015,22 @@ class Node:
             if fill.followers == 0:
                 self.coalescer.forget_remote(fill)
 
+    def _vary_key(
+        self,
+        policy: PolicyConfig,
+        key: CacheKey,
+        names: dict[str, str | None],
+        view: CIMultiDict[str],
+    ) -> CacheKey:
+        """The key under which the response for this request's values of ``names`` (the
+        primary entry's selecting fields) is stored; ``key`` itself for ``Vary: *``, which
+        never matches and is never stored."""
+        if "*" in names:
+            return key
+        headers = {name.lower(): value for name, value in key.forwarded_headers}
+        variant = vary_variant(self._vary_of_names(names, view))
+        return build_key(policy, key.upstream_target, headers, variant=variant)
+
     def _vary_of_names(
         self, stored: dict[str, str | None], view: CIMultiDict[str]
     ) -> dict[str, str | None]:
@@ -754,9 +1078,14 @@ class Node:
         """
         fields = list(own_fields if own_fields is not None else head.headers)
         fields.append(("Cache-Status", append_cache_status(head.upstream_status, member)))
+        decode = self._decode_for(req, fields)
+        if decode is not None:
+            fields = decoded_headers(fields, decode)
         length = head.content_length
         start, count, status, reason = 0, length, head.status, head.reason
         range_value = req.headers.get("range") if head.status == 200 else None
+        if decode is not None:
+            range_value, count = None, None  # decoded while streaming: whole, length unknown
         if range_value is not None and length is not None and "if-range" not in req.headers:
             ranges = parse_range(range_value, length)
             if ranges == UNSATISFIABLE:
@@ -767,16 +1096,43 @@ class Node:
                 first, last = ranges[0]
                 start, count, status, reason = first, last - first + 1, 206, "Partial Content"
                 fields.append(("Content-Range", f"bytes {first}-{last}/{length}"))
+        if status != head.status and "; fwd=" in member and "fwd-status=" not in member:
+            # RFC 9211 sec. 2.3: without it, fwd-status would default to the 206 we send
+            at = next(i for i, f in enumerate(fields) if f[0] == "Cache-Status")
+            fields[at] = (
+                "Cache-Status",
+                append_cache_status(head.upstream_status, _with_fwd_status(member, head.status)),
+            )
         resp.start(status, fields, content_length=count, reason=reason)
         if req.method == "HEAD" or count == 0:
             return
         end = None if count is None else start + count
+        chunks = fill_chunks(self.store, key.hex, fill, head, start, end)
         try:
-            async for chunk in fill_chunks(self.store, key.hex, fill, head, start, end):
-                await resp.write(chunk)
-        except FillFailed as exc:
+            if decode is None:
+                async for chunk in chunks:
+                    await resp.write(chunk)
+            else:
+                async for piece in decode_chunks(chunks, decode):
+                    await resp.write(piece)
+        except (FillFailed, ValueError) as exc:
             log.info("cutting %s %s: %s", req.method, req.target, exc)
             resp.abort()
+
+    @staticmethod
+    def _decode_for(req: Request, fields: Iterable[tuple[str, str]]) -> str | None:
+        """The origin's coding ("br"/"gzip") of an answer with these fields that this client
+        refuses (it must be decoded for it), else None. RFC 9110 sec. 12.5.3."""
+        accept = req.hdict.get("accept-encoding")
+        if accept is None:
+            return None
+        for name, value in fields:
+            if name.lower() == "content-encoding":
+                coded = coding_of(value)
+                if (coded == "br" or coded == "gzip") and must_decode(accept, coded):
+                    return coded
+                return None
+        return None
 
     async def _fetch_and_serve(
         self,
@@ -914,6 +1270,21 @@ class Node:
                 member=cache_status_member(self.sf_name, fwd=fwd, fwd_status=status),
             )
             return upstream
+        if (
+            status == 304
+            and validators is not None
+            and not not_modified_matches(
+                validators.etag,
+                validators.last_modified,
+                upstream_headers.get("etag"),
+                upstream_headers.get("last-modified"),
+            )
+        ):
+            # RFC 9111 sec. 4.3.4: it names another representation: MUST NOT update ours;
+            # ask again without validators
+            upstream.release()
+            await self._fetch_and_serve(req, resp, policy, key, None, fwd, req_cc, lead)
+            return None
         if status == 304 and validators is not None:
             await self._apply_304(validators, policy, upstream_headers, request_time, response_time)
             if lead is not None:
@@ -958,10 +1329,15 @@ class Node:
             content_length=upstream.content_length,
             resp_cc_no_transform=resp_cc.no_transform,
             has_range=False,
+            min_size=policy.compress_min_size,
+            max_size=policy.compress_max_size,
         )
-        if compressible:
-            # every answer of a resource this cache compresses says so (RFC 9110 sec. 12.5.5)
+        origin_coded = coding_of(upstream_headers.get("content-encoding"))
+        if compressible or origin_coded == "br" or origin_coded == "gzip":
+            # every answer of a resource this cache compresses, or decodes for clients that
+            # refuse the origin's coding, says so (RFC 9110 sec. 12.5.5)
             stored_headers = CIMultiDict(identity_headers(stored_headers.items()))
+            compressible = True
         lifetime = 0.0
         if no_store_detail is None:
             raw_lifetime, source = freshness_lifetime(
@@ -1022,6 +1398,8 @@ class Node:
             no_store_detail = no_store_detail or "vary-star"
         store = no_store_detail is None
         entry = None
+        initial_age = corrected_initial_age(upstream_headers, request_time, response_time)
+        ttl = int(lifetime - initial_age)  # RFC 9211 sec. 2.4: freshness left, age counted
         if store:
             entry = Entry(
                 key_hex=key.hex,
@@ -1031,7 +1409,7 @@ class Node:
                 headers=list(stored_headers.items()),
                 request_time=request_time,
                 response_time=response_time,
-                initial_age=corrected_initial_age(upstream_headers, request_time, response_time),
+                initial_age=initial_age,
                 lifetime=lifetime,
                 size=0,
                 checksum="",
@@ -1043,7 +1421,7 @@ class Node:
             fwd=fwd,
             fwd_status=status if status != 200 else None,
             stored=store,
-            ttl=int(lifetime) if store else None,
+            ttl=ttl if store else None,
             detail=None if store else no_store_detail,
         )
         # The requester gets every end-to-end field, including those a qualified private= or
@@ -1084,17 +1462,19 @@ class Node:
                     headers=tuple(shared_fields),
                     content_length=content_length,
                     part_path=str(writer.tmp_path),
-                    ttl=int(lifetime),
+                    ttl=ttl,
                     upstream_status=upstream_cs,
                     vary=vary,
                 )
-                await fill.announce(head)
                 fill.handed_off = True  # the fill task ends it, whatever this client does
+                # the fill task is scheduled before the followers the announcement wakes:
+                # it puts the first chunk in the ring before they look for it
                 task = asyncio.get_running_loop().create_task(
                     self._run_fill(fill, upstream, writer, entry, content_length)
                 )
                 self._background.add(task)
                 task.add_done_callback(self._background.discard)
+                await fill.announce(head)
                 try:
                     await self._stream_fill(
                         req, resp, key, fill, head, member, leader=True, fields=out[:-1]
@@ -1108,15 +1488,22 @@ class Node:
             # hit-for-miss in every worker that sees it, not only in the one that led
             self.coalescer.remember_uncacheable(key.hex, time.time())
         client_ok = True
+        decode = self._decode_for(req, out)
+        if decode is not None:
+            out, content_length = decoded_headers(out, decode), None
         try:
             resp.start(status, out, content_length=content_length, reason=upstream.reason)
             if req.method == "HEAD":
                 return upstream
-            async for chunk in upstream.content.iter_any():
-                await resp.write(chunk)
+            if decode is None:
+                async for chunk in upstream.content.iter_any():
+                    await resp.write(chunk)
+            else:
+                async for piece in decode_chunks(upstream.content.iter_any(), decode):
+                    await resp.write(piece)
         except ConnectionError:
             client_ok = False
-        except (aiohttp.ClientError, TimeoutError) as exc:
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             log.warning("upstream body of %s failed: %s", key.upstream_target, exc)
             resp.abort()
             return upstream
@@ -1137,8 +1524,10 @@ class Node:
         outcome = Outcome.UPSTREAM_ERROR
         try:
             async for chunk in upstream.content.iter_any():
+                # followers in this process read the chunk from the fill's ring: hand it to
+                # them before the part-file write (an executor hop) rather than after it
+                fill.advance(writer.size + len(chunk), chunk)
                 await writer.write(chunk)
-                fill.advance(writer.size, chunk)
             if content_length is not None and writer.size != content_length:
                 raise ConnectionError(f"short body: {writer.size} of {content_length} bytes")
             await self.store.publish(writer, entry)
@@ -1226,6 +1615,10 @@ class Node:
             (n.decode("latin-1"), v.decode("latin-1")) for n, v in upstream.raw_headers
         )
         if upstream.status == 304:
+            if not not_modified_matches(
+                entry.etag, entry.last_modified, fresh.get("etag"), fresh.get("last-modified")
+            ):
+                return False  # RFC 9111 sec. 4.3.4: not ours to update
             await self._apply_304(entry, policy, fresh, response_time, response_time)
             return True
         if upstream.status != 200:
@@ -1303,10 +1696,8 @@ class Node:
         """Hop-by-hop fields out (RFC 9111 sec. 3.1), qualified private/no-cache fields out,
         fields the cache regenerates out; a Date added if the origin sent none (RFC 9110
         sec. 6.6.1)."""
-        stored = strip_hop_by_hop(upstream_headers)
+        stored = storable_headers(upstream_headers, resp_cc)  # RFC 9111 sec. 3.1
         for name in NOT_STORED:
-            stored.popall(name, None)
-        for name in fields_to_strip(resp_cc):
             stored.popall(name, None)
         if "date" not in stored:
             stored["Date"] = format_http_date(response_time)
@@ -1350,6 +1741,12 @@ class Node:
         fields.append(("Via", self.via_value))
         body = req.body.iter_chunks() if req.body is not None else None
         target = key.path + req.target[len(req.target.partition("?")[0]) :]
+        signed = policy.signed_urls
+        if signed is not None:  # the signature parameters never go upstream
+            hmac_type = signed.type == "hmac"
+            query = target.partition("?")[2]
+            query = strip_params(query, PARAMS if hmac_type else frozenset(), amz=not hmac_type)
+            target = key.path + ("?" + query if query else "")
         try:
             upstream = await self.upstream.open(req.method, target, fields, body=body)
         except NoSuchTarget:
@@ -1364,8 +1761,13 @@ class Node:
                 await self.invalidate_uri(key.path)
                 for field_name in ("location", "content-location"):
                     value = upstream.headers.get(field_name)
-                    if value and value.startswith("/"):
-                        await self.invalidate_uri(value.partition("?")[0])
+                    path = (
+                        same_origin_path(value, key.path, req.hdict.get("host"), req.tls)
+                        if value
+                        else None
+                    )
+                    if path is not None:
+                        await self.invalidate_uri(path)
             out = list(
                 strip_hop_by_hop(
                     CIMultiDict(
@@ -1402,7 +1804,7 @@ class Node:
         policy = self.config.policy_for(norm)
         key = build_key(policy, norm, {})
         await self.store.drop(key.hex)
-        for bucket in ("br", "gzip"):
+        for bucket in ("br", "gzip", "identity"):
             await self.store.drop(self.variants.key_for(policy, key, bucket).hex)
         for hex_key, entry in list(self.store.index.items()):
             if entry.path == norm and hex_key != key.hex:
@@ -1436,3 +1838,87 @@ def _normalize_vary_value(values: list[str]) -> str:
     """Combine field lines and normalize whitespace around commas (RFC 9111 sec. 4.1)."""
     joined = ",".join(values)
     return ",".join(part.strip() for part in joined.split(","))
+
+
+def _url_verifiers(
+    config: Config, upstream: Upstream, environ: Mapping[str, str] | None
+) -> tuple[dict[str, dict[str, bytes]], PresignVerifier | None]:
+    """The signed-URL keys of every ``keys_env`` an hmac policy names (``ValueError`` when one
+    is unset or malformed, as for missing S3 credentials: a node never starts open), and the
+    presigned-URL verifier made with the origin's credentials (``[upstream.s3]``, else
+    ``[upstream.fallback_s3]``)."""
+    env = os.environ if environ is None else environ
+    keys: dict[str, dict[str, bytes]] = {}
+    presign: PresignVerifier | None = None
+    for policy in config.policies:
+        signed = policy.signed_urls
+        if signed is None:
+            continue
+        if signed.type == "hmac" and signed.keys_env not in keys:
+            text = env.get(signed.keys_env)
+            if not text:
+                raise ValueError(
+                    f"environment variable {signed.keys_env} (signed-URL keys of policy "
+                    f"{policy.name}) is not set"
+                )
+            try:
+                keys[signed.keys_env] = parse_keys(text)
+            except ValueError as err:
+                raise ValueError(f"environment variable {signed.keys_env}: {err}") from None
+        elif signed.type == "s3-presigned" and presign is None:
+            for origin in (upstream.origin, upstream.fallback):
+                if origin is not None and origin.signer is not None:
+                    presign = PresignVerifier(origin.signer.credentials, origin.signer.region)
+                    break
+    return keys, presign
+
+
+class _CorsResponse:
+    """A :class:`ResponseWriter` whose head gets the policy's CORS fields (:func:`cors.merge`:
+    the stored or upstream ``Access-Control-*`` out, the policy's in, per this request's
+    ``Origin``), whichever path answers: hit, miss, follower, 304/206/416, slices, errors."""
+
+    __slots__ = ("_origin", "_resp", "_rules")
+
+    def __init__(self, resp: ResponseWriter, rules: cors.CorsRules, origin: str | None) -> None:
+        self._resp = resp
+        self._rules = rules
+        self._origin = origin
+
+    def start(
+        self,
+        status: int,
+        headers: Iterable[tuple[str, str]],
+        *,
+        content_length: int | None,
+        reason: str | None = None,
+    ) -> None:
+        fields = cors.merge(self._rules, headers, self._origin)
+        self._resp.start(status, fields, content_length=content_length, reason=reason)
+
+    @property
+    def keep_alive(self) -> bool:
+        return self._resp.keep_alive
+
+    @keep_alive.setter
+    def keep_alive(self, value: bool) -> None:
+        self._resp.keep_alive = value
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._resp, name)
+
+
+def _cors_response(
+    resp: ResponseWriter, rules: cors.CorsRules, origin: str | None
+) -> ResponseWriter:
+    return _CorsResponse(resp, rules, origin)  # type: ignore[return-value]
+
+
+def _with_fwd_status(member: str, status: int) -> str:
+    """``member`` with ``fwd-status`` right after its ``fwd`` parameter (RFC 9211 sec. 2.3)."""
+    parts = member.split("; ")
+    for i, part in enumerate(parts):
+        if part.startswith("fwd="):
+            parts.insert(i + 1, f"fwd-status={status}")
+            break
+    return "; ".join(parts)

@@ -12,7 +12,13 @@ Contract:
   a client;
 - timeouts: header timeout from the first byte of a request to its last header, idle timeout
   between requests and while a client does not read; enforced by one sweep per second rather
-  than a timer per request.
+  than a timer per request;
+- at most ``max_connections`` open client connections per server (all its listeners, so per
+  process): one more is closed (reset) right after accept, as nginx does beyond its
+  ``worker_connections``, and counted in ``app.connections_refused``; for a TLS listener that
+  is after the handshake (the protocol sees the connection only then);
+- a server may listen on several sockets (:meth:`HttpServer.start` once per listener), TLS or
+  plain; ``Request.tls`` tells which kind a request arrived on.
 
 Hits are answered synchronously by ``app.try_fast(request, conn)`` when nothing is queued;
 everything else runs as a task of ``app.handle(request, ResponseWriter)``, one at a time per
@@ -23,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl as ssl_module
 import time
 from collections import deque
 from collections.abc import Iterable
@@ -39,6 +46,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("edgeproxy.server")
 
 BODY_BUFFER = 256 * 1024
+REFUSAL_LOG_INTERVAL = 60.0
 WRITE_VIEW_CHUNK = 1024 * 1024
 
 REASONS = {
@@ -168,6 +176,7 @@ class Request:
         "raw_headers",
         "received_at",
         "target",
+        "tls",
         "version",
     )
 
@@ -181,6 +190,7 @@ class Request:
         keep_alive: bool,
         body: RequestBody | None,
         received_at: float,
+        tls: bool = False,
     ) -> None:
         self.method = method
         self.target = target
@@ -190,6 +200,7 @@ class Request:
         self.keep_alive = keep_alive
         self.body = body
         self.received_at = received_at
+        self.tls = tls  # arrived over TLS (the viewer protocol policy reads it)
         self._headers: CIMultiDict[str] | None = None
 
     @property
@@ -201,6 +212,8 @@ class Request:
 
 class App(Protocol):
     """What the server needs from the node."""
+
+    connections_refused: int  # connections closed at accept (max_connections)
 
     def try_fast(self, request: Request, conn: HttpConnection) -> bool: ...
 
@@ -218,10 +231,11 @@ class _ParseError:
 class HttpConnection(asyncio.Protocol):
     """One client connection. See the module docstring for the contract."""
 
-    def __init__(self, app: App, limits: NodeConfig, server: HttpServer) -> None:
+    def __init__(self, app: App, limits: NodeConfig, server: HttpServer, tls: bool = False) -> None:
         self.app = app
         self.limits = limits
         self.server = server
+        self.tls = tls
         self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
@@ -245,6 +259,11 @@ class HttpConnection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
+        if len(self.server.connections) >= self.limits.max_connections:
+            self.closed = True
+            self._parse_dead = True
+            self.server.refuse(transport)
+            return
         self.server.connections.add(self)
         self.deadline = self.loop.time() + self.limits.header_timeout
 
@@ -363,6 +382,7 @@ class HttpConnection(asyncio.Protocol):
             parser.should_keep_alive(),
             body,
             self.loop.time(),
+            self.tls,
         )
         self._current = req
         self.queue.append(req)
@@ -645,31 +665,68 @@ class HttpServer:
         self.limits = limits
         self.connections: set[HttpConnection] = set()
         self.tasks: set[asyncio.Task[None]] = set()  # handlers, even of gone clients
-        self._server: asyncio.base_events.Server | None = None
+        self._servers: list[asyncio.base_events.Server] = []
         self._sweeper: asyncio.Task[None] | None = None
+        self._refusal_logged = -REFUSAL_LOG_INTERVAL
 
     async def start(
-        self, host: str, port: int, *, reuse_port: bool = False, sock: object = None
-    ) -> None:
+        self,
+        host: str,
+        port: int,
+        *,
+        reuse_port: bool = False,
+        sock: object = None,
+        ssl: ssl_module.SSLContext | None = None,
+    ) -> int:
+        """Listen on ``host:port`` (or ``sock``), with TLS when ``ssl`` is given; may be called
+        once per listener. Returns the bound port."""
         loop = asyncio.get_running_loop()
+        tls = ssl is not None
+
+        def factory() -> HttpConnection:
+            return HttpConnection(self.app, self.limits, self, tls)
+
+        # a handshake must end within the header timeout (else a silent client holds a
+        # socket the connection limit does not see yet)
+        handshake = self.limits.header_timeout if tls else None
         if sock is not None:
-            self._server = await loop.create_server(
-                lambda: HttpConnection(self.app, self.limits, self), sock=sock, backlog=1024
+            server = await loop.create_server(
+                factory, sock=sock, backlog=1024, ssl=ssl, ssl_handshake_timeout=handshake
             )
         else:
-            self._server = await loop.create_server(
-                lambda: HttpConnection(self.app, self.limits, self),
+            server = await loop.create_server(
+                factory,
                 host,
                 port,
                 reuse_port=reuse_port,
                 backlog=1024,
+                ssl=ssl,
+                ssl_handshake_timeout=handshake,
             )
-        self._sweeper = loop.create_task(self._sweep())
+        self._servers.append(server)
+        if self._sweeper is None:
+            self._sweeper = loop.create_task(self._sweep())
+        return int(server.sockets[0].getsockname()[1])
 
     @property
     def port(self) -> int:
-        assert self._server is not None
-        return self._server.sockets[0].getsockname()[1]
+        """The bound port of the first listener."""
+        assert self._servers
+        return int(self._servers[0].sockets[0].getsockname()[1])
+
+    def refuse(self, transport: asyncio.BaseTransport) -> None:
+        """One connection more than ``max_connections``: reset it, count it, log it (at most
+        once per ``REFUSAL_LOG_INTERVAL``)."""
+        self.app.connections_refused += 1
+        transport.abort()  # type: ignore[attr-defined]
+        now = time.monotonic()
+        if now - self._refusal_logged >= REFUSAL_LOG_INTERVAL:
+            self._refusal_logged = now
+            log.warning(
+                "max_connections (%d) reached: new connections are closed (%d so far)",
+                self.limits.max_connections,
+                self.app.connections_refused,
+            )
 
     async def _sweep(self) -> None:
         loop = asyncio.get_running_loop()
@@ -688,8 +745,8 @@ class HttpServer:
     async def stop(self, drain_timeout: float = 10.0) -> None:
         """Stop accepting; let in-flight handlers finish (up to ``drain_timeout``), including
         those whose client already left (a fill still publishing); then close."""
-        if self._server is not None:
-            self._server.close()
+        for server in self._servers:
+            server.close()
         for conn in list(self.connections):
             if not conn.busy and not conn.queue:
                 conn.close()

@@ -30,6 +30,8 @@ With parents (``[upstream] parents``):
 
 The route a response took is readable with :func:`route_of` ("parent", "retry", "direct");
 :attr:`UpstreamError.detail` is a short token for the Cache-Status ``detail`` parameter.
+Every request sent is counted per target in :attr:`Upstream.figures` (requests, failures,
+latency to the response head, complete body bytes; see :mod:`edgeproxy.metrics`).
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from yarl import URL
 
 from edgeproxy.config import ParentConfig, S3OriginConfig, UpstreamConfig
 from edgeproxy.health import CheckTarget, HealthChecker, ParentHealth
+from edgeproxy.metrics import UpstreamFigures
 from edgeproxy.proxy.rendezvous import Candidate, rendezvous_order
 from edgeproxy.proxy.s3 import (
     Credentials,
@@ -194,6 +197,9 @@ class Upstream:
             total=None, sock_connect=config.connect_timeout, sock_read=config.read_timeout
         )
         self.requests_sent = 0
+        # per target (parent ident, "origin", "direct"): requests, failures, latency to the
+        # response head, complete body bytes (edgeproxy.metrics)
+        self.figures: dict[str, UpstreamFigures] = {}
         self.retries = 0
         self.direct_requests = 0
         self.panics = 0  # requests sent although every parent was out
@@ -314,7 +320,9 @@ class Upstream:
                 self.retries += 1
             parent.requests += 1
             try:
-                response = await self._send(method, parent.spec.url + target, headers, body)
+                response = await self._send(
+                    method, parent.spec.url + target, headers, body, label=parent.name
+                )
             except _Failed as failed:
                 self._mark_failed(parent, failed.error.reason)
                 last = failed.error
@@ -365,7 +373,7 @@ class Upstream:
         self.direct_requests += 1
         send = self.fallback.headers(method, url, headers)
         try:
-            response = await self._send(method, url, send, who="origin")
+            response = await self._send(method, url, send, who="origin", label="direct")
         except _Failed as failed:
             error = failed.error
             raise UpstreamError(
@@ -386,6 +394,36 @@ class Upstream:
         return response
 
     async def _send(
+        self,
+        method: str,
+        url: str,
+        headers: Sequence[tuple[str, str]],
+        body: AsyncIterable[bytes] | None = None,
+        *,
+        who: str = "parent",
+        label: str = "origin",
+    ) -> aiohttp.ClientResponse:
+        """:meth:`_send_once`, counted under ``label`` (a parent's ident, "origin" or
+        "direct"): the request, its latency to the response head, a failure (no answer or a
+        5xx), and the body's bytes once it has been received completely."""
+        figures = self.figures.get(label)
+        if figures is None:
+            figures = self.figures[label] = UpstreamFigures()
+        figures.requests += 1
+        began = time.monotonic()
+        try:
+            response = await self._send_once(method, url, headers, body, who=who)
+        except _Failed:
+            figures.failures += 1
+            raise
+        figures.latency.observe(time.monotonic() - began)
+        if response.status >= 500:
+            figures.failures += 1
+        content = response.content
+        content.on_eof(lambda: figures.add_body(content))
+        return response
+
+    async def _send_once(
         self,
         method: str,
         url: str,

@@ -9,8 +9,13 @@ Contract:
   shares its freshness: it is served only while the identity entry is fresh and unchanged;
   a new identity body, or a revalidated identity entry, makes a new variant.
 - An origin answer that is already coded (Content-Encoding from the origin, e.g. objects
-  stored gzip-compressed in S3) is stored and served as the origin sent it, like the origin
-  itself would answer any client; it is never coded twice.
+  stored gzip-compressed in S3) is stored as the origin sent it, under the plain key
+  (``Entry.coded``), and served as is to every client that accepts its coding or sends no
+  Accept-Encoding (so tiers pass it on coded); it is never coded twice. For a client that
+  refuses the coding, its decoded form is the ``"identity"`` variant (key variant
+  ``"identity"``), produced once like the compressed ones when the coded body is at most
+  :data:`DECODE_STORE_LIMIT` and decodes to at most :data:`DECODED_LIMIT`; larger ones are
+  decoded while streaming, per request (see ``Node._serve_entry``).
 - What may be compressed is decided by :func:`edgeproxy.http.encoding.should_compress` (policy,
   media type, size, status, no-transform, no Content-Encoding); compression of anything but a
   small body runs in the executor.
@@ -18,6 +23,7 @@ Contract:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import TYPE_CHECKING
 
@@ -26,8 +32,8 @@ from multidict import CIMultiDict
 from edgeproxy.cache.entry import Entry
 from edgeproxy.cache.key import CacheKey, build_key
 from edgeproxy.config import PolicyConfig
-from edgeproxy.http.encoding import should_compress, variant_headers
-from edgeproxy.proxy.compress import SingleFlight, compress_bytes
+from edgeproxy.http.encoding import decoded_headers, should_compress, variant_headers
+from edgeproxy.proxy.compress import INLINE_LIMIT, SingleFlight, compress_bytes, decompress_limited
 
 if TYPE_CHECKING:
     from edgeproxy.proxy.handler import Node
@@ -35,6 +41,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("edgeproxy.variants")
 
 MAX_MEMO = 20_000
+DECODE_STORE_LIMIT = 10 * 1024 * 1024  # coded bodies up to this get a stored decoded variant
+DECODED_LIMIT = 64 * 1024 * 1024  # ... when they decode to at most this
 
 
 class Variants:
@@ -58,6 +66,8 @@ class Variants:
                 content_length=entry.size,
                 resp_cc_no_transform=entry.cc.no_transform,
                 has_range=False,
+                min_size=policy.compress_min_size,
+                max_size=policy.compress_max_size,
             )
             entry.compress_ok = ok
         return ok
@@ -67,7 +77,9 @@ class Variants:
         vkey = self._keys.get(memo_key)
         if vkey is None:
             headers = {name.lower(): value for name, value in key.forwarded_headers}
-            vkey = build_key(policy, key.upstream_target, headers, variant=bucket)
+            # a secondary Vary variant's coded forms are keyed apart from the primary's
+            variant = f"{key.variant}|{bucket}" if key.variant else bucket
+            vkey = build_key(policy, key.upstream_target, headers, variant=variant)
             if len(self._keys) >= MAX_MEMO:
                 self._keys.clear()
             self._keys[memo_key] = vkey
@@ -106,16 +118,23 @@ class Variants:
             body = identity.mapped
         if body is None:
             body = await store.read_range(identity, 0, identity.size)
-        coded = await compress_bytes(body, bucket, executor=store.executor)
-        if len(coded) >= identity.size:
-            identity.compress_ok = False  # incompressible after all: serve identity
-            return None
+        if bucket == "identity":
+            decoded = await self._decode(identity, body)
+            if decoded is None:
+                return None
+            coded, headers = decoded, decoded_headers(identity.headers, identity.coded or "")
+        else:
+            coded = await compress_bytes(body, bucket, executor=store.executor)
+            if len(coded) >= identity.size:
+                identity.compress_ok = False  # incompressible after all: serve identity
+                return None
+            headers = variant_headers(identity.headers, bucket)  # type: ignore[arg-type]
         variant = Entry(
             key_hex=vkey.hex,
             path=identity.path,
             status=identity.status,
             reason=identity.reason,
-            headers=variant_headers(identity.headers, bucket),  # type: ignore[arg-type]
+            headers=headers,
             request_time=identity.request_time,
             response_time=identity.response_time,
             initial_age=identity.initial_age,
@@ -130,9 +149,28 @@ class Variants:
         await writer.write(coded)
         if not await store.publish(writer, variant):
             return None
-        self.produced += 1
-        self.bytes_saved += identity.size - len(coded)
+        if bucket != "identity":
+            self.produced += 1
+            self.bytes_saved += identity.size - len(coded)
         return variant
+
+    async def _decode(self, coded_entry: Entry, body: bytes | memoryview) -> bytes | None:
+        """The decoded body of an origin-coded entry; None when too large to store or when
+        the origin's bytes do not decode (then the caller decodes while streaming, and cuts
+        the connection if the stream is bad)."""
+        coding = coded_entry.coded
+        if coding is None or coded_entry.size > DECODE_STORE_LIMIT:
+            return None
+        try:
+            if coded_entry.size <= INLINE_LIMIT:
+                return decompress_limited(body, coding, DECODED_LIMIT)
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(
+                self.node.store.executor, decompress_limited, body, coding, DECODED_LIMIT
+            )
+        except ValueError as exc:
+            log.warning("cannot decode %s (%s from the origin): %s", coded_entry.path, coding, exc)
+            return None
 
 
 def _made_from(variant: Entry, identity: Entry) -> bool:

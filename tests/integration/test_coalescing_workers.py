@@ -663,3 +663,19 @@ async def test_dangling_lock_of_a_dead_process_is_taken_over(herd: Herd, form: s
         again = await one(herd.node.base + target)
         assert "hit" in members(again.cache_status), again.cache_status
         assert herd.origin.count(target) == 1
+
+
+async def test_workers_stop_by_themselves_when_the_master_is_killed(herd: Herd) -> None:
+    """kill -9 of the master: its workers notice (they were re-parented) and stop, so a new
+    master of this store never cleans temporary files and locks under live workers."""
+    node = herd.node
+    status, data = await node.health()
+    workers = list(data["workers"])  # type: ignore[call-overload]
+    assert status == 200 and len(workers) == 2
+    assert node.process is not None
+    os.kill(node.process.pid, signal.SIGKILL)
+    await asyncio.get_running_loop().run_in_executor(None, node.process.wait, 10)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not all(process_gone(p) for p in workers):
+        await asyncio.sleep(0.1)
+    assert all(process_gone(p) for p in workers), node.log_tail()

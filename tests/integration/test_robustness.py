@@ -18,6 +18,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from edgeproxy.cache.store import FS_CHECK_INTERVAL
 from tests.support.origin import ScriptedOrigin
 
 pytestmark = pytest.mark.integration
@@ -250,6 +251,9 @@ async def test_full_disk_passes_through_and_recovers(
         await asyncio.sleep(0.02)
     filler = small_tmpfs / "filler"
     _fill_disk(filler)
+    # the node reads the free space at most every FS_CHECK_INTERVAL (statvfs is not made on
+    # every miss): a miss within that interval would still try to store, and fail once
+    await asyncio.sleep(FS_CHECK_INTERVAL + 0.05)
     for i in (1, 2, 3):
         url = _url(node, f"/api/obj{i}")
         for _ in range(2):

@@ -419,3 +419,30 @@ def test_query_fast_path_equals_slow_path(query: str) -> None:
             key("/audio/a?" + slow)
         return
     assert key("/audio/a?" + slow) == fast_key
+
+
+# ---- secondary keys of Vary variants (RFC 9111 sec. 4.1) ------------------------------------
+
+
+def test_vary_variant_is_order_free_and_value_exact() -> None:
+    from edgeproxy.cache.key import vary_variant
+
+    a = vary_variant({"accept": "text/html", "accept-language": None})
+    assert a == vary_variant({"accept-language": None, "accept": "text/html"})
+    assert a.startswith("vary:")
+    assert a != vary_variant({"accept": "text/html", "accept-language": ""})  # absent != empty
+    assert a != vary_variant({"accept": "text/html"})
+    # lengths are in the material: one value cannot spell another pair
+    assert vary_variant({"a": "1!1:b"}) != vary_variant({"a": "1", "b": None})
+
+
+def test_vary_variant_key_differs_from_primary_and_keeps_upstream_target() -> None:
+    from edgeproxy.cache.key import vary_variant
+    from edgeproxy.config import PolicyConfig
+
+    policy = PolicyConfig(name="p", path="*", default_ttl=60.0, max_ttl=60.0)
+    primary = build_key(policy, "/doc?x=1", {})
+    secondary = build_key(policy, "/doc?x=1", {}, variant=vary_variant({"accept": "a"}))
+    assert secondary.hex != primary.hex
+    assert secondary.upstream_target == primary.upstream_target
+    assert secondary.variant.startswith("vary:") and primary.variant == ""

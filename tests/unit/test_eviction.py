@@ -1,4 +1,4 @@
-"""Eviction policies: budget, admission, probation, size awareness, persistence, the sketch.
+"""Eviction policies: budget, admission, newcomers, size awareness, persistence, the sketch.
 
 The tests drive the policies the way the store does (``_Store`` below): a miss is reported with
 ``record_miss``, an admitted object with ``insert``, a hit with ``touch``, and after an insert
@@ -7,13 +7,17 @@ the store evicts what ``victims`` names, calling ``remove`` for each.
 
 from __future__ import annotations
 
+import os
 import random
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from edgeproxy.cache.entry import Entry
 from edgeproxy.cache.eviction import FrequencySketch, LruPolicy, PopularityPolicy
+from edgeproxy.cache.store import DiskStore
 
 
 class _Store:
@@ -128,12 +132,15 @@ def test_victims_of_nothing_names_nothing() -> None:
     assert list(policy.victims(0, 0.0)) == []
 
 
-def test_victims_name_oldest_unproven_first() -> None:
+def test_victims_name_least_priority_first_and_the_clock_rises() -> None:
     policy = _policy(1000)
     for i in range(10):
         policy.record_miss(f"k{i}", 100, i)
         policy.insert(f"k{i}", 100, i)
-    assert list(policy.victims(300, 10.0)) == ["k0", "k1", "k2"]
+    policy.touch("k0", 10.0)
+    named = list(policy.victims(300, 10.0))
+    assert "k0" not in named and len(named) == 3
+    assert policy.clock > 0  # the priority of the last victim: what is not hit ages
 
 
 def test_touch_and_remove_of_unknown_keys_are_ignored() -> None:
@@ -211,12 +218,14 @@ def test_constructor_rejects_bad_shares() -> None:
     with pytest.raises(ValueError):
         PopularityPolicy(1000, max_object_share=1.5)
     with pytest.raises(ValueError):
-        PopularityPolicy(1000, small_share=0.9, small_max=0.5)
+        PopularityPolicy(1000, alpha=1.5)
     with pytest.raises(ValueError):
-        PopularityPolicy(1000, size_floor=2.0)
+        PopularityPolicy(1000, delta=0.9, delta_max=0.5)
+    with pytest.raises(ValueError):
+        PopularityPolicy(1000, delta_max=1.0)
 
 
-# ---- popularity: probation, one-hit wonders, scans -----------------------------------------
+# ---- popularity: newcomers, one-hit wonders, scans -----------------------------------------
 
 
 def test_one_hit_wonders_do_not_flush_the_hot_set() -> None:
@@ -225,14 +234,16 @@ def test_one_hit_wonders_do_not_flush_the_hot_set() -> None:
     for _ in range(4):
         for key in hot:
             store.request(key, 1000)
-    for i in range(5000):  # a scan 50x the budget, every object requested once
+    # a scan 4x the budget, every object requested once: newcomers age the clock by 1 - delta
+    # (0.5) hit per budget's worth, so objects with 4 hits outlive a scan of up to 8 budgets
+    for i in range(400):
         store.request(f"scan{i}", 1000)
     assert all(key in store.stored for key in hot)
     lru = _Store(LruPolicy(), 100 * 1000)
     for _ in range(4):
         for key in hot:
             lru.request(key, 1000)
-    for i in range(5000):
+    for i in range(400):
         lru.request(f"scan{i}", 1000)
     assert not any(key in lru.stored for key in hot)
 
@@ -251,27 +262,25 @@ def test_a_huge_object_does_not_evict_the_popular_small_ones() -> None:
     assert "huge" in store.stored or store.policy.evictions > 0
 
 
-def test_an_object_seen_before_skips_probation() -> None:
-    policy = _policy(1000)
-    policy.record_miss("a", 100, 0.0)
+def test_an_object_seen_before_comes_back_with_its_popularity() -> None:
+    policy = _policy(10_000)
+    for _ in range(3):
+        policy.record_miss("a", 100, 0.0)
     policy.insert("a", 100, 0.0)
-    assert policy.direct_admissions == 0
-    for key in list(policy.victims(100, 1.0)):
-        policy.remove(key)
-    policy.record_miss("a", 100, 2.0)  # the sketch remembers "a"
-    policy.insert("a", 100, 2.0)
-    assert policy.direct_admissions == 1
+    assert policy.hits("a") == 3  # the sketch's count, not 1
+    policy.record_miss("b", 100, 0.0)
+    policy.insert("b", 100, 0.0)
+    assert policy.hits("b") == 1
+    assert (policy.priority("a") or 0) > (policy.priority("b") or 0)
 
 
-def test_a_hit_on_probation_promotes() -> None:
-    policy = _policy(1000)
-    for i in range(10):
-        policy.record_miss(f"k{i}", 100, i)
-        policy.insert(f"k{i}", 100, i)
-    policy.touch("k0", 10.0)
-    named = list(policy.victims(100, 11.0))
-    assert named == ["k1"]  # k0 was promoted instead of evicted
-    assert policy.promotions == 1
+def test_a_newcomer_leaves_before_an_object_hit_once() -> None:
+    policy = _policy(1000, delta=0.5)
+    for key in ("old", "new"):
+        policy.record_miss(key, 100, 0.0)
+        policy.insert(key, 100, 0.0)
+    policy.touch("old", 1.0)
+    assert list(policy.victims(1, 2.0)) == ["new"]
 
 
 def test_scan_resistance_beats_lru_on_a_mixed_trace() -> None:
@@ -296,18 +305,20 @@ def test_scan_resistance_beats_lru_on_a_mixed_trace() -> None:
 # ---- size awareness ------------------------------------------------------------------------
 
 
-def test_small_objects_earn_more_credit_per_hit_large_ones_never_less_on_disk() -> None:
+def test_the_value_of_a_hit_mixes_object_and_byte_hits() -> None:
     disk = PopularityPolicy.for_disk(10**9)
     ram = PopularityPolicy.for_ram(10**9)
-    for policy in (disk, ram):
+    bytes_only = _policy(10**9, alpha=0.0)
+    for policy in (disk, ram, bytes_only):
         for i in range(100):
             policy.insert(f"m{i}", 10_000, i)
     assert disk.mean_object_size == pytest.approx(10_000)
-    assert disk._gain(10_000) == 4  # one hit's worth at the mean size
-    assert disk._gain(100) == 32  # capped at size_boost = 8 hits
-    assert disk._gain(1_000) == 22  # (1 + 10) / 2 = 5.5 hits
-    assert disk._gain(10**7) == 4  # floor 1: never less than a hit on disk
-    assert ram._gain(10**7) == 2  # RAM: half a hit
+    a = disk.alpha
+    assert disk._value(10_000) == pytest.approx(1.0)  # a hit at the mean size: one hit
+    assert disk._value(1_000) == pytest.approx(10 * a + 1 - a)
+    assert disk._value(10**7) == pytest.approx(a / 1000 + 1 - a)  # large: about 1 - alpha
+    assert ram._value(10**7) == pytest.approx(1 / 1000)  # RAM: object hits only (GDSF)
+    assert bytes_only._value(100) == bytes_only._value(10**7) == 1.0  # LFU by bytes
 
 
 def test_small_popular_objects_outlive_large_ones_with_the_same_hits() -> None:
@@ -316,7 +327,7 @@ def test_small_popular_objects_outlive_large_ones_with_the_same_hits() -> None:
         policy.insert(f"x{i}", 10_000, 0.0)
     for key, size in (("big", 100_000), ("small", 1_000)):
         policy.record_miss(key, size, 1.0)
-        policy.record_miss(key, size, 1.0)  # seen before: straight to the main queue
+        policy.record_miss(key, size, 1.0)
         policy.insert(key, size, 1.0)
         policy.touch(key, 2.0)
     order = list(policy.victims(10**9, 3.0))
@@ -326,34 +337,33 @@ def test_small_popular_objects_outlive_large_ones_with_the_same_hits() -> None:
 # ---- adaptation ----------------------------------------------------------------------------
 
 
-def test_probation_grows_after_misses_on_keys_it_evicted_and_shrinks_for_main() -> None:
-    budget = 10_000
-    policy = _policy(budget)
-    for i in range(20):
-        policy.record_miss(f"p{i}", 1000, i)
-        policy.insert(f"p{i}", 1000, i)
-        for key in list(policy.victims(policy.bytes_stored - budget, i)):
-            policy.remove(key)
-    start = policy.small_share
-    recent = [f"p{i}" for i in range(20) if f"p{i}" in policy._ghost_small]
-    assert recent
-    policy.record_miss(recent[-1], 1000, 30.0)  # evicted from probation: it was too short
-    grown = policy.small_share
-    assert grown > start
-    for i in range(20):  # promote everything, then push it out of the main queue
-        policy.record_miss(f"m{i}", 1000, 40 + i)
-        policy.insert(f"m{i}", 1000, 40 + i)
-        policy.touch(f"m{i}", 40 + i)
-        for key in list(policy.victims(policy.bytes_stored - budget, 40 + i)):
-            policy.remove(key)
-    for key in list(policy.victims(budget, 70.0)):
+def _evict_to(policy: PopularityPolicy, budget: int, now: float) -> None:
+    for key in list(policy.victims(policy.bytes_stored - budget, now)):
         policy.remove(key)
-    evicted_from_main = [f"m{i}" for i in range(20) if f"m{i}" in policy._ghost_main]
-    assert evicted_from_main
-    before = policy.small_share
-    policy.record_miss(evicted_from_main[0], 1000, 80.0)
-    assert policy.small_share < before
-    assert policy.small_min <= policy.small_share <= policy.small_max
+
+
+def test_the_newcomer_discount_adapts_to_ghost_hits() -> None:
+    budget = 10_000
+    policy = _policy(budget, delta=0.5)
+    for i in range(30):  # newcomers only: they leave as newcomers
+        policy.record_miss(f"n{i}", 1000, i)
+        policy.insert(f"n{i}", 1000, i)
+        _evict_to(policy, budget, i)
+    gone = [f"n{i}" for i in range(30) if f"n{i}" not in policy]
+    before = policy.delta
+    policy.record_miss(gone[-1], 1000, 40.0)  # a newcomer came back: it left too early
+    lowered = policy.delta
+    assert lowered < before
+    for i in range(30):  # established objects (hit once), pushed out by more of them
+        policy.record_miss(f"e{i}", 1000, 50 + i)
+        policy.insert(f"e{i}", 1000, 50 + i)
+        policy.touch(f"e{i}", 50 + i)
+        _evict_to(policy, budget, 50 + i)
+    recent = [f"e{i}" for i in range(30) if f"e{i}" in policy._ghost_est]
+    assert recent
+    policy.record_miss(recent[-1], 1000, 90.0)  # an established one came back: raise it
+    assert policy.delta > lowered
+    assert 0 <= policy.delta <= policy.delta_max
 
 
 # ---- persistence ---------------------------------------------------------------------------
@@ -368,7 +378,7 @@ def _warm(policy: PopularityPolicy, budget: int, seed: int = 3) -> _Store:
     return store
 
 
-def test_persistence_round_trip_keeps_order_credit_and_counts() -> None:
+def test_persistence_round_trip_keeps_order_priorities_and_counts() -> None:
     budget = 200_000
     before = _warm(PopularityPolicy.for_disk(budget), budget)
     policy = before.policy
@@ -383,11 +393,15 @@ def test_persistence_round_trip_keeps_order_credit_and_counts() -> None:
         restored.insert(key, size, before.now)
     assert restored.finish_load() == 0
     assert len(restored) == len(policy) and restored.bytes_stored == policy.bytes_stored
-    assert restored.small_share == policy.small_share
+    assert restored.delta == policy.delta
     assert restored.mean_object_size == pytest.approx(policy.mean_object_size)
     for key in [f"obj{i}" for i in range(50)] + ["never"]:
         assert restored.sketch.frequency(key) == policy.sketch.frequency(key)
-    assert restored._credit == policy._credit
+    for key in before.stored:
+        assert restored.hits(key) == policy.hits(key)
+        assert (restored.priority(key) or 0) - restored.clock == pytest.approx(
+            (policy.priority(key) or 0) - policy.clock
+        )
     assert list(restored.victims(budget, 1e9)) == list(policy.victims(budget, 1e9))
 
 
@@ -399,7 +413,7 @@ def test_loaded_popularity_decides_where_a_key_lands() -> None:
     restored.load_state(policy.dump_state(), 0.0)
     restored.record_miss("popular", 100, 1.0)
     restored.insert("popular", 100, 1.0)
-    assert restored.direct_admissions == 1  # remembered across the restart
+    assert restored.hits("popular") == 4  # remembered across the restart
 
 
 def test_entries_not_reinserted_are_forgotten() -> None:
@@ -415,7 +429,8 @@ def test_entries_not_reinserted_are_forgotten() -> None:
         if key not in lost:
             lazy.insert(key, before.stored[key], before.now)
     assert len(lazy) == len(keys) - len(lost)
-    named = list(lazy.victims(10**9, before.now))  # the hand drops the lost ones silently
+    lazy.finish_load()
+    named = list(lazy.victims(10**9, before.now))
     assert not lost & set(named)
     assert sorted(named) == sorted(set(keys) - lost)
 
@@ -452,7 +467,8 @@ def test_a_long_outage_fades_the_counts() -> None:
         b"garbage",
         b"edgeproxy-popularity\nnot json\n",
         b'edgeproxy-popularity\n{"version": 99}\n',
-        b'edgeproxy-popularity\n{"version": 1}\nnot zlib',
+        b'edgeproxy-popularity\n{"version": 1}\n',
+        b'edgeproxy-popularity\n{"version": 2}\nnot zlib',
     ],
 )
 def test_a_corrupt_state_is_refused_and_changes_nothing(raw: bytes) -> None:
@@ -536,3 +552,101 @@ def test_stats_report_the_counters() -> None:
     assert stats["evictions"] == store.policy.evictions > 0
     assert stats["objects"] == len(store.stored)
     assert stats["bytes"] == store.used
+
+
+# ---- the executors: the store's RAM layer and budgets --------------------------------------
+
+
+def test_ram_layer_keeps_popular_bodies_within_its_budget() -> None:
+    from edgeproxy.cache.store import RamLayer
+
+    ram = RamLayer(10_000)
+    for _ in range(3):
+        ram.put("hot", b"h" * 1000, 0.0)
+    for _ in range(5):
+        assert ram.get("hot") is not None
+    for i in range(100):  # one-time bodies, 10x the budget
+        ram.put(f"once{i}", b"x" * 1000, float(i))
+        assert ram.currsize <= 10_000
+        assert ram.currsize == sum(len(ram._data[k]) for k in ram._data)
+    assert "hot" in ram and ram.evictions > 0
+    assert ram.pop("hot") == b"h" * 1000 and "hot" not in ram
+    assert not ram.put("huge", b"y" * 20_000, 300.0)  # larger than the budget: not kept
+    assert ram.refused >= 1
+    ram.clear()
+    assert len(ram) == 0 and ram.currsize == 0
+
+
+def _entry(key: str) -> Entry:
+    return Entry(
+        key_hex=key,
+        path="/a",
+        status=200,
+        reason="OK",
+        headers=[("Cache-Control", "max-age=60")],
+        request_time=0.0,
+        response_time=0.0,
+        initial_age=0.0,
+        lifetime=60.0,
+        size=0,
+        checksum="",
+        body_file="",
+    )
+
+
+async def _publish(store: DiskStore, key: str, body: bytes) -> bool:
+    writer = store.new_writer(key)
+    await writer.write(body)
+    return await store.publish(writer, _entry(key))
+
+
+async def test_store_refuses_objects_over_its_share_and_counts_them(tmp_path: Path) -> None:
+    store = DiskStore(
+        tmp_path, max_size=10_000, ram_size=1000, ram_object_max=100, max_object_share=0.25
+    )
+    await store.start()
+    await store.wait_loaded()
+    assert not store.admits(2_501) and store.admits(2_500)
+    assert not await _publish(store, "aa" * 16, b"x" * 2_501)
+    assert store.admissions_refused == 1 and not store.index
+    assert await _publish(store, "bb" * 16, b"x" * 2_500)
+    await store.close()
+
+
+async def test_store_evicts_to_keep_the_free_space_watermark(tmp_path: Path) -> None:
+    store = DiskStore(tmp_path, max_size=10**12, ram_size=1000, ram_object_max=100)
+    await store.start()
+    await store.wait_loaded()
+    free = os.statvfs(tmp_path).f_bavail * os.statvfs(tmp_path).f_frsize
+    keys = [f"{i:02x}" * 16 for i in range(5)]
+    for key in keys:
+        assert await _publish(store, key, b"z" * 4096)
+    assert len(store.index) == 5 and store.evictions == 0
+    # a watermark 8 KiB above what is free now: the next publish must free about that much
+    store.min_free = free + 8192
+    store._fs_checked_at = -1e9  # take a fresh statvfs
+    assert await _publish(store, "ff" * 16, b"z" * 4096)
+    assert store.evictions >= 3 and store.watermark_evictions == store.evictions
+    assert store.used_bytes <= 3 * 4096
+    store.min_free = 0
+    assert store.watermark_deficit() == 0
+    await store.close()
+
+
+async def test_store_saves_and_reloads_what_is_popular(tmp_path: Path) -> None:
+    store = DiskStore(tmp_path, max_size=10**6, ram_size=1000, ram_object_max=100)
+    await store.start()
+    await store.wait_loaded()
+    key = "ab" * 16
+    for _ in range(5):
+        store.record_miss(key, 0, 0.0)
+    assert await _publish(store, key, b"p" * 500)
+    hits = store.policy.hits(key)  # type: ignore[union-attr]
+    assert hits >= 5
+    await store.close()  # saves policy.state
+    again = DiskStore(tmp_path, max_size=10**6, ram_size=1000, ram_object_max=100)
+    await again.start()
+    await again.wait_loaded()
+    assert key in again.index
+    assert again.policy.hits(key) == hits  # type: ignore[union-attr]
+    await again.close()

@@ -1,12 +1,23 @@
-"""Popularity counts: exponential decay, trend, bounded size (edgeproxy.popularity)."""
+"""Popularity counts: exponential decay, trend, bounded size, persistence, worker tallies
+(edgeproxy.popularity)."""
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import pytest
 
-from edgeproxy.popularity import Popularity, decayed, trend
+from edgeproxy.popularity import (
+    FILE_NAME,
+    Popularity,
+    Tally,
+    decayed,
+    load_file,
+    save_file,
+    trend,
+)
 
 T = 1_700_000_000.0
 
@@ -110,3 +121,69 @@ def test_bad_half_lives_are_refused() -> None:
         Popularity(short_half_life=100.0, long_half_life=10.0)
     with pytest.raises(ValueError):
         Popularity(max_paths=0)
+
+
+# ---- persistence and tallies -----------------------------------------------------------------
+
+
+def test_a_dump_reloads_with_the_time_that_passed() -> None:
+    pop = exact(short_half_life=10.0, long_half_life=100.0)
+    for _ in range(4):
+        pop.hit("/a", T)
+    pop.hit("/b", T + 5)
+    state = json.loads(json.dumps(pop.dump(T + 10)))  # what the file holds
+    again = exact(short_half_life=10.0, long_half_life=100.0)
+    assert again.load(state, T + 110) == 2
+    for path in ("/a", "/b"):
+        assert again.counts_of(path, T + 110) == pytest.approx(pop.counts_of(path, T + 110))
+    assert again.counts_of("/a", T + 110) == pytest.approx((4 * 2**-11, 4 * 2**-1.1))
+    # a clock that went back decays nothing, and a scale divides the counts among workers
+    halves = exact(short_half_life=10.0, long_half_life=100.0)
+    halves.load(state, T, scale=0.5)
+    assert halves.counts_of("/a", T) == pytest.approx((2 * 0.5 ** (10 / 10), 2 * 0.5 ** (10 / 100)))
+
+
+@pytest.mark.parametrize(
+    "state",
+    [
+        {"version": 99, "saved_at": T, "paths": []},
+        {"version": 1, "paths": []},
+        {"version": 1, "saved_at": T, "paths": [["/a", 1.0]]},
+        {"version": 1, "saved_at": T, "paths": [["/a", -1.0, 1.0]]},
+        {"version": 1, "saved_at": T, "paths": [["/ok", 1.0, 1.0], [3, 1.0, 1.0]]},
+        [],
+    ],
+)
+def test_a_bad_dump_loads_nothing(state: object) -> None:
+    pop = exact()
+    with pytest.raises(ValueError):
+        pop.load(state, T)  # type: ignore[arg-type]
+    assert len(pop) == 0
+
+
+def test_the_file_is_replaced_atomically_and_a_bad_one_is_ignored(tmp_path: Path) -> None:
+    pop = exact()
+    pop.hit("/a", T)
+    path = save_file(pop.dump(T), tmp_path)
+    assert path == tmp_path / FILE_NAME
+    assert sorted(p.name for p in tmp_path.iterdir()) == [FILE_NAME]  # no temporary left
+    again = exact()
+    assert load_file(again, tmp_path, T) == 1
+    assert again.counts_of("/a", T) == pytest.approx((1.0, 1.0))
+    assert load_file(exact(), tmp_path / "nowhere", T) == 0
+    path.write_text('{"version": 1, "saved_at"')  # a torn file (not what save_file leaves)
+    assert load_file(exact(), tmp_path, T) == 0
+
+
+def test_a_tally_counts_until_drained_and_is_bounded() -> None:
+    tally = Tally(max_paths=2)
+    for path in ("/a", "/a", "/b", "/c", "/a"):
+        tally.hit(path, T)
+    assert tally.drain() == {"/a": 3, "/b": 1}
+    assert tally.dropped == 1 and len(tally) == 0
+    pop = exact()
+    pop.add("/a", T, 3.0)
+    pop.add("/a", T + 10, 1.0)
+    assert pop.counts_of("/a", T + 10) == pytest.approx(
+        (3 * 0.5 ** (10 / 300) + 1, 3 * 0.5 ** (10 / 3600) + 1)
+    )

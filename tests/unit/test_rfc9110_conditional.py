@@ -10,6 +10,7 @@ from multidict import CIMultiDict
 from edgeproxy.http.conditional import (
     if_range_allows_partial,
     not_modified,
+    not_modified_matches,
     parse_etag,
     parse_etag_list,
     strong_match,
@@ -205,3 +206,32 @@ def test_parsers_never_raise(text: str) -> None:
     not_modified("GET", H(("If-None-Match", text)), text or None, text)
     not_modified("GET", H(("If-Modified-Since", text)), None, text)
     if_range_allows_partial(text, text, text, date=text)
+
+
+LM_A = format_http_date(T0)
+LM_B = format_http_date(T0 + 60)
+
+
+@pytest.mark.parametrize(
+    ("stored_etag", "stored_lm", "fresh_etag", "fresh_lm", "matches"),
+    [
+        ('"v1"', None, '"v1"', None, True),
+        ('"v1"', None, '"v2"', None, False),
+        ('W/"v1"', None, '"v1"', None, False),  # a weak stored tag holds no strong validator
+        ('"v1"', None, 'W/"v1"', None, True),
+        ('W/"v1"', None, 'W/"v1"', None, True),
+        ('W/"v1"', None, 'W/"v2"', None, False),
+        (None, LM_A, '"v1"', None, False),
+        (None, LM_A, None, LM_A, True),
+        (None, LM_A, None, LM_B, False),
+        (None, LM_A, None, "garbage", False),
+        ('"v1"', LM_A, '"v1"', LM_B, True),  # the entity-tag decides
+        ('"v1"', LM_A, None, None, True),  # no validator in the 304: confirms what was sent
+        (None, None, None, None, True),
+    ],
+)
+def test_not_modified_matches(stored_etag, stored_lm, fresh_etag, fresh_lm, matches) -> None:
+    """RFC 9111 sec. 4.3.4: "If none of the stored responses contain at least one of the same
+    strong validators, then the cache MUST NOT use the new response to update any stored
+    responses"; weak validators must "correspond to one of the cache's stored responses"."""
+    assert not_modified_matches(stored_etag, stored_lm, fresh_etag, fresh_lm) is matches

@@ -103,14 +103,24 @@ def test_invalid_expires_is_already_expired(value: str) -> None:
     assert lifetime(("Expires", value), ("Date", date(0))) == (0.0, "expires")
 
 
-def test_first_expires_line_is_used() -> None:
+@pytest.mark.parametrize("second", [600, 60, -600])
+def test_several_expires_lines_are_already_expired(second: int) -> None:
     """Sec. 4.2.1: "When there is more than one value present for a given directive (e.g., two
     Expires header field lines ...), either the first occurrence should be used or the
-    response should be considered stale." """
-    assert lifetime(("Expires", date(60)), ("Expires", date(600)), ("Date", date(0))) == (
-        60.0,
+    response should be considered stale." We consider it stale: the lines combine into one
+    field value (RFC 9110 sec. 5.3) that is no HTTP-date, and sec. 5.3 has "A cache recipient
+    MUST interpret invalid date formats ... as representing a time in the past" - even when
+    both lines name the same future date."""
+    assert lifetime(("Expires", date(60)), ("Expires", date(second)), ("Date", date(0))) == (
+        0.0,
         "expires",
     )
+
+
+def test_one_expires_line_gives_the_lifetime() -> None:
+    """Sec. 4.2.1: "If the Expires response header field (Section 5.3) is present, use its
+    value minus the value of the Date response header field" - one line, one value."""
+    assert lifetime(("Expires", date(60)), ("Date", date(0))) == (60.0, "expires")
 
 
 def test_invalid_max_age_is_stale_even_with_future_expires() -> None:
