@@ -22,6 +22,7 @@ import os
 import time
 from bisect import bisect_left
 from collections.abc import AsyncIterator, Iterable, Mapping
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -1299,64 +1300,13 @@ class Node:
         if status >= 500 and stale is not None and self._stale_if_error(stale, req_cc, policy):
             await self._serve_stale(req, resp, stale, policy, status)
             return upstream
-        resp_cc = select_response_cache_control(upstream_headers, self.targeted)
         # a probe's 206 stands for the whole object (its manifest), judged as a 200 would be
         effective_status = 200 if probe and status == 206 else status
-        reason = storability(
-            "GET",
-            effective_status,
-            req.headers,
-            req_cc,
-            upstream_headers,
-            resp_cc,
-            policy_default_ttl=policy.default_ttl,
+        verdict = self._judge(
+            req, policy, req_cc, upstream_headers, effective_status, upstream, response_time
         )
-        no_store_detail: str | None = reason.as_str() if reason is not None else None
-        if (
-            no_store_detail is None
-            and "set-cookie" in upstream_headers
-            and "set-cookie" not in fields_to_strip(resp_cc)
-        ):
-            no_store_detail = "set-cookie"
-        if no_store_detail is None and req_cc.no_store:
-            no_store_detail = "request-no-store"
-        stored_headers = self._headers_to_store(upstream_headers, resp_cc, response_time)
-        compressible = should_compress(
-            policy_compress=policy.compress,
-            status=effective_status,
-            content_type=upstream_headers.get("content-type"),
-            content_encoding=upstream_headers.get("content-encoding"),
-            content_length=upstream.content_length,
-            resp_cc_no_transform=resp_cc.no_transform,
-            has_range=False,
-            min_size=policy.compress_min_size,
-            max_size=policy.compress_max_size,
-        )
-        origin_coded = coding_of(upstream_headers.get("content-encoding"))
-        if compressible or origin_coded == "br" or origin_coded == "gzip":
-            # every answer of a resource this cache compresses, or decodes for clients that
-            # refuse the origin's coding, says so (RFC 9110 sec. 12.5.5)
-            stored_headers = CIMultiDict(identity_headers(stored_headers.items()))
-            compressible = True
-        lifetime = 0.0
-        if no_store_detail is None:
-            raw_lifetime, source = freshness_lifetime(
-                effective_status, upstream_headers, resp_cc, response_time=response_time
-            )
-            if status in (404, 410) and source in ("none", "heuristic"):
-                lifetime = policy.error_ttl
-            else:
-                lifetime = apply_policy_ttl(
-                    raw_lifetime,
-                    source,
-                    min_ttl=policy.min_ttl,
-                    default_ttl=policy.default_ttl,
-                    max_ttl=policy.max_ttl,
-                )
-            if lifetime <= 0 and not (
-                stored_headers.get("etag") or stored_headers.get("last-modified")
-            ):
-                no_store_detail = "no-freshness"
+        stored_headers, lifetime = verdict.stored_headers, verdict.lifetime
+        no_store_detail = verdict.no_store_detail
         if probe and status == 206:
             span = parse_content_range(upstream_headers.get("content-range"))
             total = span[2] if span is not None else 0
@@ -1427,7 +1377,7 @@ class Node:
         # The requester gets every end-to-end field, including those a qualified private= or
         # no-cache= keeps out of the stored copy, and its own Set-Cookie (RFC 9111 sec. 5.2.2).
         out = list(self._client_fields(upstream_headers, response_time).items())
-        if compressible:
+        if verdict.varies_on_encoding:
             out = identity_headers(out)
         out.append(("Via", self.via_value))
         out.extend(policy.response_headers)
@@ -1439,54 +1389,45 @@ class Node:
         self._count(Phase.MISS)
         if entry is not None:
             # storable: fill in the background; this client reads the part file like followers
-            fill = lead or LocalFill(self.coalescer, key.hex, "private", shared=False)
-            writer = self.store.new_writer(key.hex, streaming=True)
-            try:
-                await writer.open()
-            except OSError as exc:
-                log.warning("cannot create a part file for %s: %s", key.hex, exc)
-                await writer.abort()
-                entry = None
-            if entry is not None:
+            head = FillHead(
+                status=status,
+                reason=upstream.reason or "",
                 # followers get the shareable view: the stored fields, never the requester's
                 # own Set-Cookie or fields named by private=/no-cache= (RFC 9111 sec. 5.2.2)
-                shared_fields = [
-                    f for f in stored_headers.items() if f[0].lower() not in self.not_downstream
-                ]
-                shared_fields.append(("Via", self.via_value))
-                shared_fields.extend(policy.response_headers)
-                shared_fields.append(("Age", str(int(entry.initial_age))))
-                head = FillHead(
-                    status=status,
-                    reason=upstream.reason or "",
-                    headers=tuple(shared_fields),
-                    content_length=content_length,
-                    part_path=str(writer.tmp_path),
-                    ttl=ttl,
-                    upstream_status=upstream_cs,
-                    vary=vary,
-                )
-                fill.handed_off = True  # the fill task ends it, whatever this client does
-                # the fill task is scheduled before the followers the announcement wakes:
-                # it puts the first chunk in the ring before they look for it
-                task = asyncio.get_running_loop().create_task(
-                    self._run_fill(fill, upstream, writer, entry, content_length)
-                )
-                self._background.add(task)
-                task.add_done_callback(self._background.discard)
-                await fill.announce(head)
-                try:
-                    await self._stream_fill(
-                        req, resp, key, fill, head, member, leader=True, fields=out[:-1]
-                    )
-                except ConnectionError:
-                    resp.abort()  # our client left; the fill task owns the upstream answer
+                headers=(
+                    *(f for f in stored_headers.items() if f[0].lower() not in self.not_downstream),
+                    ("Via", self.via_value),
+                    *policy.response_headers,
+                    ("Age", str(int(entry.initial_age))),
+                ),
+                content_length=content_length,
+                part_path="",
+                ttl=ttl,
+                upstream_status=upstream_cs,
+                vary=vary,
+            )
+            if await self._lead_fill(req, resp, key, lead, upstream, entry, head, member, out):
                 return None
         if lead is not None:
             await lead.finish(Outcome.UNCACHEABLE)
         if no_store_detail in HIT_FOR_MISS_REASONS:
             # hit-for-miss in every worker that sees it, not only in the one that led
             self.coalescer.remember_uncacheable(key.hex, time.time())
+        return await self._relay(req, resp, key, upstream, out, content_length)
+
+    async def _relay(
+        self,
+        req: Request,
+        resp: ResponseWriter,
+        key: CacheKey,
+        upstream: aiohttp.ClientResponse,
+        out: list[tuple[str, str]],
+        content_length: int | None,
+    ) -> aiohttp.ClientResponse:
+        """Pass an answer that is not stored straight through (decoded for a client that
+        refuses the origin's coding); a short or failed body cuts the connection, never ends
+        it as a complete answer. Returns the response for the caller to release."""
+        status = upstream.status
         client_ok = True
         decode = self._decode_for(req, out)
         if decode is not None:
@@ -1510,6 +1451,119 @@ class Node:
         if client_ok and content_length is not None and resp.bytes_sent != content_length:
             resp.abort()
         return upstream
+
+    async def _lead_fill(
+        self,
+        req: Request,
+        resp: ResponseWriter,
+        key: CacheKey,
+        lead: LocalFill | None,
+        upstream: aiohttp.ClientResponse,
+        entry: Entry,
+        head: FillHead,
+        member: str,
+        out: list[tuple[str, str]],
+    ) -> bool:
+        """Start the background fill of ``entry`` (its part file, then the task that copies
+        the upstream body into it), announce ``head`` to the followers and stream the growing
+        file to this client like to any of them. False (nothing started) when no part file
+        can be created: the caller passes the answer through instead."""
+        fill = lead or LocalFill(self.coalescer, key.hex, "private", shared=False)
+        writer = self.store.new_writer(key.hex, streaming=True)
+        try:
+            await writer.open()
+        except OSError as exc:
+            log.warning("cannot create a part file for %s: %s", key.hex, exc)
+            await writer.abort()
+            return False
+        head = replace(head, part_path=str(writer.tmp_path))
+        fill.handed_off = True  # the fill task ends it, whatever this client does
+        # the fill task is scheduled before the followers the announcement wakes: it puts the
+        # first chunk in the ring before they look for it
+        task = asyncio.get_running_loop().create_task(
+            self._run_fill(fill, upstream, writer, entry, head.content_length)
+        )
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        await fill.announce(head)
+        try:
+            await self._stream_fill(
+                req, resp, key, fill, head, member, leader=True, fields=out[:-1]
+            )
+        except ConnectionError:
+            resp.abort()  # our client left; the fill task owns the upstream answer
+        return True
+
+    def _judge(
+        self,
+        req: Request,
+        policy: PolicyConfig,
+        req_cc: CacheControl,
+        upstream_headers: CIMultiDict[str],
+        status: int,
+        upstream: aiohttp.ClientResponse,
+        response_time: float,
+    ) -> _Verdict:
+        """May this answer be stored (RFC 9111 sec. 3, plus the policy), for how long (sec.
+        4.2.1, clamped by the policy's TTLs), with which header fields; and does every answer
+        of the resource vary on Accept-Encoding (compressed here, or coded by the origin)."""
+        resp_cc = select_response_cache_control(upstream_headers, self.targeted)
+        reason = storability(
+            "GET",
+            status,
+            req.headers,
+            req_cc,
+            upstream_headers,
+            resp_cc,
+            policy_default_ttl=policy.default_ttl,
+        )
+        no_store_detail: str | None = reason.as_str() if reason is not None else None
+        if (
+            no_store_detail is None
+            and "set-cookie" in upstream_headers
+            and "set-cookie" not in fields_to_strip(resp_cc)
+        ):
+            no_store_detail = "set-cookie"
+        if no_store_detail is None and req_cc.no_store:
+            no_store_detail = "request-no-store"
+        stored_headers = self._headers_to_store(upstream_headers, resp_cc, response_time)
+        compressible = should_compress(
+            policy_compress=policy.compress,
+            status=status,
+            content_type=upstream_headers.get("content-type"),
+            content_encoding=upstream_headers.get("content-encoding"),
+            content_length=upstream.content_length,
+            resp_cc_no_transform=resp_cc.no_transform,
+            has_range=False,
+            min_size=policy.compress_min_size,
+            max_size=policy.compress_max_size,
+        )
+        origin_coded = coding_of(upstream_headers.get("content-encoding"))
+        varies = compressible or origin_coded == "br" or origin_coded == "gzip"
+        if varies:
+            # every answer of a resource this cache compresses, or decodes for clients that
+            # refuse the origin's coding, says so (RFC 9110 sec. 12.5.5)
+            stored_headers = CIMultiDict(identity_headers(stored_headers.items()))
+        lifetime = 0.0
+        if no_store_detail is None:
+            raw_lifetime, source = freshness_lifetime(
+                status, upstream_headers, resp_cc, response_time=response_time
+            )
+            if upstream.status in (404, 410) and source in ("none", "heuristic"):
+                lifetime = policy.error_ttl
+            else:
+                lifetime = apply_policy_ttl(
+                    raw_lifetime,
+                    source,
+                    min_ttl=policy.min_ttl,
+                    default_ttl=policy.default_ttl,
+                    max_ttl=policy.max_ttl,
+                )
+            if lifetime <= 0 and not (
+                stored_headers.get("etag") or stored_headers.get("last-modified")
+            ):
+                no_store_detail = "no-freshness"
+        return _Verdict(stored_headers, lifetime, no_store_detail, varies)
 
     async def _run_fill(
         self,
@@ -1922,3 +1976,13 @@ def _with_fwd_status(member: str, status: int) -> str:
             parts.insert(i + 1, f"fwd-status={status}")
             break
     return "; ".join(parts)
+
+
+@dataclass(slots=True)
+class _Verdict:
+    """What :meth:`Node._judge` decided about an upstream answer."""
+
+    stored_headers: CIMultiDict[str]
+    lifetime: float  # freshness lifetime to store with (seconds)
+    no_store_detail: str | None  # why it is not stored (Cache-Status detail), None: stored
+    varies_on_encoding: bool  # every answer of the resource carries Vary: Accept-Encoding
