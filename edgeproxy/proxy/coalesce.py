@@ -108,10 +108,25 @@ class Fill:
         # ``written`` counts the body (False: a remote fill whose part file was already
         # published when we looked: its size was never seen)
         self.size_known = True
+        self._ring: deque[tuple[int, bytes]] = deque()
+        self._ring_bytes = 0
 
     def recent(self, offset: int, limit: int) -> memoryview | None:
         """Bytes from ``offset`` (at most ``limit``) if still held in memory; else None."""
+        for start, chunk in self._ring:
+            if start <= offset < start + len(chunk):
+                at = offset - start
+                return memoryview(chunk)[at : at + limit]
         return None
+
+    def _keep(self, start: int, chunk: bytes) -> None:
+        """Hold the latest chunks (RING_BYTES at most, and at least the last one) so that the
+        followers in this process read them from memory: one read for all of them."""
+        self._ring.append((start, chunk))
+        self._ring_bytes += len(chunk)
+        while self._ring_bytes > RING_BYTES and len(self._ring) > 1:
+            _, old = self._ring.popleft()
+            self._ring_bytes -= len(old)
 
     def _notify(self) -> None:
         waiters, self._waiters = self._waiters, []
@@ -156,8 +171,6 @@ class LocalFill(Fill):
         self.shared = shared
         self.handed_off = False  # a background task owns the rest of the fill
         self.released = asyncio.Event()  # the lock is gone (siblings can lead the key again)
-        self._ring: deque[tuple[int, bytes]] = deque()
-        self._ring_bytes = 0
 
     async def announce(self, head: FillHead) -> None:
         self.head = head
@@ -171,20 +184,9 @@ class LocalFill(Fill):
         by the chunk being written: a follower reads the file only for bytes that left the
         ring (RING_BYTES behind), long written by then, and a short read is retried."""
         if chunk:
-            self._ring.append((written - len(chunk), chunk))
-            self._ring_bytes += len(chunk)
-            while self._ring_bytes > RING_BYTES and len(self._ring) > 1:
-                _, old = self._ring.popleft()
-                self._ring_bytes -= len(old)
+            self._keep(written - len(chunk), chunk)
         self.written = written
         self._notify()
-
-    def recent(self, offset: int, limit: int) -> memoryview | None:
-        for start, chunk in self._ring:
-            if start <= offset < start + len(chunk):
-                at = offset - start
-                return memoryview(chunk)[at : at + limit]
-        return None
 
     async def finish(self, outcome: Outcome) -> None:
         if self.outcome is not None:
@@ -236,6 +238,12 @@ class RemoteFill(Fill):
                         changed = True
                 if self._fd is not None:
                     size = os.fstat(self._fd).st_size  # metadata of an open fd: no disk read
+                    if size > self.written:
+                        # one read of the new bytes for every follower in this process
+                        want = min(size - self.written, RING_BYTES)
+                        data = await c._io(os.pread, self._fd, want, size - want)
+                        if data:
+                            self._keep(size - want, data)
                     if size != self.written:
                         self.written = size
                         changed = True
@@ -317,6 +325,7 @@ class Coalescer:
         self.hit_for_miss_ttl = hit_for_miss_ttl
         self._executor = executor
         self.takeovers = 0
+        self._acquiring: dict[str, asyncio.Future[None]] = {}
 
     async def _io(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
@@ -359,12 +368,28 @@ class Coalescer:
             if until > now:
                 return Bypass("hit-for-miss")
             del self.uncacheable[key_hex]
-        local = self.local.get(key_hex)
-        if local is not None and local.outcome is None:
-            return Follow(local)
-        remote = self.remote.get(key_hex)
-        if remote is not None and remote.outcome is None:
-            return Follow(remote)
+        while True:
+            local = self.local.get(key_hex)
+            if local is not None and local.outcome is None:
+                return Follow(local)
+            remote = self.remote.get(key_hex)
+            if remote is not None and remote.outcome is None:
+                return Follow(remote)
+            pending = self._acquiring.get(key_hex)
+            if pending is None:
+                break
+            # another request of this process is taking or reading the lock for this key:
+            # wait for it instead of going to the file system too (a herd makes one trip)
+            await asyncio.wait([pending])
+        done = asyncio.get_running_loop().create_future()
+        self._acquiring[key_hex] = done
+        try:
+            return await self._acquire_slow(key_hex)
+        finally:
+            del self._acquiring[key_hex]
+            done.set_result(None)
+
+    async def _acquire_slow(self, key_hex: str) -> Lead | Follow | Bypass:
         for _ in range(50):
             local = self.local.get(key_hex)
             if local is not None:
