@@ -191,14 +191,19 @@ class Invalidations:
     def listing(self) -> list[dict[str, Any]]:
         return [self.view(r) for r in reversed(self.records.values())]
 
-    async def _persist(self, *, bans_changed: bool = True) -> None:
-        """Write the ban file (serialized: the last state wins); when the ban list changed,
-        bump the epoch so every worker reloads it."""
+    async def _persist(self, *, bans_changed: bool = True, retired: bool = False) -> None:
+        """Write the ban file (serialized: the last state wins). Bans added: bump the bans
+        epoch (every worker re-reads the list; bans apply on lookup). Bans retired: bump the
+        view epoch, so every worker also forgets its in-memory copies (a worker that saw no
+        request during a ban's whole life must not serve what the walk deleted or marked)."""
         async with self._write_lock:
             raw = dump_bans(self.bans, self.records.values())  # on the loop: a consistent view
             await asyncio.get_running_loop().run_in_executor(None, write_ban_file, self.root, raw)
-            if bans_changed and self.epoch is not None:
-                self.epoch.bump_bans()
+            if self.epoch is not None:
+                if retired:
+                    self.epoch.bump()
+                elif bans_changed:
+                    self.epoch.bump_bans()
 
     def _kick(self) -> None:
         self._wake.set()
@@ -238,7 +243,7 @@ class Invalidations:
             retired = bool(self.bans.retire(started - self.linger))
             if completed or retired:
                 try:
-                    await self._persist(bans_changed=retired)
+                    await self._persist(bans_changed=retired, retired=retired)
                 except OSError as exc:
                     log.warning("cannot write the ban file: %s", exc)
             await asyncio.sleep(0)

@@ -92,7 +92,12 @@ class Reporter:
 
 
 async def _worker_main(
-    config: Config, port: int, report_fd: int, workers: int, tls_port: int | None = None
+    config: Config,
+    port: int,
+    report_fd: int,
+    workers: int,
+    tls_port: int | None = None,
+    master_pid: int | None = None,
 ) -> None:
     from edgeproxy.app import RunningNode
 
@@ -112,7 +117,9 @@ async def _worker_main(
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, lambda: None)  # the master handles reloads
     loop.add_signal_handler(signal.SIGUSR1, node.reopen_logs)  # the master forwards it
-    orphan_watch = loop.create_task(_stop_when_orphaned(os.getppid(), stop))
+    orphan_watch = loop.create_task(
+        _stop_when_orphaned(master_pid if master_pid is not None else os.getppid(), stop)
+    )
     await stop.wait()
     orphan_watch.cancel()
     await node.stop(drain_timeout=10.0)
@@ -138,6 +145,9 @@ def worker_entry(argv: list[str] | None = None) -> int:
     parser.add_argument("--report-fd", type=int, required=True)
     parser.add_argument("--workers", type=int, required=True)
     parser.add_argument("--tls-port", type=int, default=None)
+    # the master's PID, given by the master itself: a worker started while its master dies
+    # must not take init (or a container's PID 1 master) for its master
+    parser.add_argument("--master-pid", type=int, default=None)
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO,
@@ -146,7 +156,10 @@ def worker_entry(argv: list[str] | None = None) -> int:
     import uvloop
 
     config = load_config(args.config)
-    uvloop.run(_worker_main(config, args.port, args.report_fd, args.workers, args.tls_port))
+    master_pid = args.master_pid if args.master_pid is not None else os.getppid()
+    uvloop.run(
+        _worker_main(config, args.port, args.report_fd, args.workers, args.tls_port, master_pid)
+    )
     return 0
 
 
@@ -208,6 +221,8 @@ class Master:
             "--workers",
             str(workers),
             *(("--tls-port", str(self.tls_port)) if self.tls_port else ()),
+            "--master-pid",
+            str(os.getpid()),
             pass_fds=(child.fileno(),),
         )
         child.close()
@@ -237,13 +252,33 @@ class Master:
                 now = time.time()
                 for line in lines:
                     text = line.decode("ascii", "replace")
-                    if not self.figures.handle_line(worker, text, now):
+                    if text.startswith("i "):
+                        self._invalidate_path(text.split()[1])
+                    elif not self.figures.handle_line(worker, text, now):
                         self.manager.handle_line(text, now)
                 await self.manager.enforce()
         finally:
             self.figures.retire(worker)
             self._readers.discard(reader)  # type: ignore[arg-type]
             sock.close()
+
+    def _invalidate_path(self, path: str) -> None:
+        """A worker invalidated a URI after an unsafe method (RFC 9111 sec. 4.4): it dropped
+        what it knew; a hard ban for the exact path makes every worker drop what it holds,
+        and the disk walk removes what none of them knew (another worker's Vary variants)."""
+        if self.invalidations is None or "*" in path:
+            return
+        task = asyncio.get_running_loop().create_task(self._ban_path(path))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _ban_path(self, path: str) -> None:
+        from edgeproxy.admin import BadPattern
+
+        try:
+            await self.invalidations.create([path], True)
+        except (BadPattern, OSError) as exc:
+            log.warning("cannot ban %s after an unsafe method: %s", path, exc)
 
     async def _watch(self, proc: asyncio.subprocess.Process, generation: int) -> None:
         code = await proc.wait()

@@ -51,6 +51,7 @@ class Entry:
         "sliced",
         "source",
         "status",
+        "undecodable",
         "vary",
         "verified",
     )
@@ -94,6 +95,9 @@ class Entry:
         # a compressed variant: the checksum of the identity body it was made from
         self.source = source
         self.compress_ok: bool | None = None  # runtime: may variants be made (per policy)
+        # runtime: the origin-coded body did not decode into a stored variant (too large or
+        # malformed): clients refusing the coding get it decoded while streaming
+        self.undecodable = False
         self.mapped: Any = None  # mmap of the body, opened lazily by the store
         self.head_cache: Any = None  # pre-serialised response head, built by the server
         self.set_headers(headers)

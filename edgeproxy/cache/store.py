@@ -256,6 +256,7 @@ class DiskStore:
         # stored it). ``report`` tells the manager about accesses, stores and drops.
         self.shared = shared
         self.report: Callable[[str, str, int], None] | None = None
+        self._publishing: dict[str, asyncio.Future[None]] = {}  # the last publish per key
         self.objects_dir = self.root / "objects"
         self.tmp_dir = self.root / "tmp"
         self.max_size = max_size
@@ -661,18 +662,30 @@ class DiskStore:
             return False
         self._written_since_fs += size
         entry.body_file = f"{entry.key_hex}.{time.time_ns():x}{os.urandom(2).hex()}.body"
-        old = self.index.get(entry.key_hex)
+        # publishes of one key run one after the other (two bypassing fills of one key may
+        # finish together): the later one replaces the earlier on disk and in the index,
+        # whose body goes and whose bytes leave the budget exactly once
+        previous = self._publishing.get(entry.key_hex)
+        turn = asyncio.get_running_loop().create_future()
+        self._publishing[entry.key_hex] = turn
         try:
-            await self.run_io(self._publish_sync, writer.tmp_path, entry)
-        except OSError as exc:
-            if not self.note_write_error(exc):
-                log.warning("publish of %s failed: %s", entry.key_hex, exc)
-            await writer.abort()
-            return False
-        entry.verified = True
-        if old is not None:
-            self._index_remove(entry.key_hex, replaced=True)
-        self._index_add(entry)
+            if previous is not None:
+                await asyncio.wait([previous])
+            try:
+                await self.run_io(self._publish_sync, writer.tmp_path, entry)
+            except OSError as exc:
+                if not self.note_write_error(exc):
+                    log.warning("publish of %s failed: %s", entry.key_hex, exc)
+                await writer.abort()
+                return False
+            entry.verified = True
+            if self.index.get(entry.key_hex) is not None:
+                self._index_remove(entry.key_hex, replaced=True)
+            self._index_add(entry)
+        finally:
+            turn.set_result(None)
+            if self._publishing.get(entry.key_hex) is turn:
+                del self._publishing[entry.key_hex]
         if kept is not None:
             self.ram.put(entry.key_hex, kept, self._clock())
         if self.report is not None:

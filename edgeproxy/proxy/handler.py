@@ -297,18 +297,9 @@ class Node:
         self.bans = read_ban_file(self.config.store.path)[0]
 
     def _reload_bans(self) -> None:
-        """The ban list changed. New bans apply on lookup; a retired ban's entries were dealt
-        with on disk by the master's walk (marked stale or deleted), so this process forgets
-        its in-memory copy of exactly those, and re-reads them from disk when asked."""
-        new = read_ban_file(self.config.store.path)[0]
-        kept = {(b.pattern, b.at, b.hard) for b in new.items}
-        retired = [b for b in self.bans.items if (b.pattern, b.at, b.hard) not in kept]
-        self.bans = new
-        if retired:
-            store = self.store
-            for key_hex, entry in list(store.index.items()):
-                if any(b.matches(entry.path, entry.response_time) for b in retired):
-                    store.forget(key_hex)
+        """Bans were added: re-read the list (they apply on lookup, the in-memory view stays).
+        Retiring bans bumps the view epoch instead (see admin.Invalidations._persist)."""
+        self.bans = read_ban_file(self.config.store.path)[0]
 
     def try_fast(self, req: Request, conn: HttpConnection) -> bool:
         """Answer a fresh, plain hit from RAM or a mapped body without a task; else False."""
@@ -753,7 +744,12 @@ class Node:
             return
         if entry.coded is not None and must_decode(req.hdict.get("accept-encoding"), entry.coded):
             _, key = self._policy_and_key(req.target, req.hdict)
-            decoded = await self.variants.get(policy, key, entry, "identity")
+            if req.method == "HEAD":  # no decoding just for a head: a stored variant or none
+                decoded = self.variants.stored(
+                    entry, self.variants.key_for(policy, key, "identity")
+                )
+            else:
+                decoded = await self.variants.get(policy, key, entry, "identity")
             if decoded is not None:
                 entry = decoded  # stored once, served like any entry from here on
             elif self._refuses(req, policy, "identity"):
@@ -1284,7 +1280,9 @@ class Node:
             # RFC 9111 sec. 4.3.4: it names another representation: MUST NOT update ours;
             # ask again without validators
             upstream.release()
-            await self._fetch_and_serve(req, resp, policy, key, None, fwd, req_cc, lead)
+            await self._fetch_and_serve(
+                req, resp, policy, key, None, fwd, req_cc, lead, probe=probe
+            )
             return None
         if status == 304 and validators is not None:
             await self._apply_304(validators, policy, upstream_headers, request_time, response_time)
@@ -1303,7 +1301,7 @@ class Node:
         # a probe's 206 stands for the whole object (its manifest), judged as a 200 would be
         effective_status = 200 if probe and status == 206 else status
         verdict = self._judge(
-            req, policy, req_cc, upstream_headers, effective_status, upstream, response_time
+            req.headers, policy, req_cc, upstream_headers, effective_status, upstream, response_time
         )
         stored_headers, lifetime = verdict.stored_headers, verdict.lifetime
         no_store_detail = verdict.no_store_detail
@@ -1314,6 +1312,9 @@ class Node:
                 no_store_detail is None
                 and span is not None
                 and total > max(policy.slice_threshold, policy.slice_size)
+                # slices of a coded body cannot be decoded one by one for a client that
+                # refuses the coding: such an object is fetched and stored whole
+                and coding_of(upstream_headers.get("content-encoding")) == "identity"
             ):
                 manifest = self.slicer.manifest_from_probe(
                     policy,
@@ -1496,7 +1497,7 @@ class Node:
 
     def _judge(
         self,
-        req: Request,
+        req_headers: CIMultiDict[str],
         policy: PolicyConfig,
         req_cc: CacheControl,
         upstream_headers: CIMultiDict[str],
@@ -1511,7 +1512,7 @@ class Node:
         reason = storability(
             "GET",
             status,
-            req.headers,
+            req_headers,
             req_cc,
             upstream_headers,
             resp_cc,
@@ -1677,41 +1678,28 @@ class Node:
             return True
         if upstream.status != 200:
             return False
-        resp_cc = select_response_cache_control(fresh, self.targeted)
-        refused = storability(
-            "GET",
-            200,
-            CIMultiDict(),
-            parse_cache_control([]),
-            fresh,
-            resp_cc,
-            policy_default_ttl=policy.default_ttl,
+        # judged as a client's fetch would be (Vary: Accept-Encoding kept on coded answers),
+        # with the request this refresh sent: the entry's selecting values (sec. 4.1)
+        sent = CIMultiDict((n, v) for n, v in (entry.vary or {}).items() if v is not None)
+        verdict = self._judge(
+            sent, policy, parse_cache_control([]), fresh, 200, upstream, response_time
         )
-        new_vary = self._vary_of(fresh, CIMultiDict())
         if (
-            refused is not None
-            or "set-cookie" in fresh
-            or new_vary != entry.vary  # the selecting fields changed: a client request decides
+            verdict.no_store_detail is not None
+            or self._vary_of(fresh, sent) != entry.vary  # the selecting fields changed
             or not self.store.admits(upstream.content_length)
         ):
             return False
-        raw, source = freshness_lifetime(200, fresh, resp_cc, response_time=response_time)
         new = Entry(
             key_hex=key.hex,
             path=key.path,
             status=200,
             reason=upstream.reason or "OK",
-            headers=list(self._headers_to_store(fresh, resp_cc, response_time).items()),
+            headers=list(verdict.stored_headers.items()),
             request_time=response_time,
             response_time=response_time,
             initial_age=corrected_initial_age(fresh, response_time, response_time),
-            lifetime=apply_policy_ttl(
-                raw,
-                source,
-                min_ttl=policy.min_ttl,
-                default_ttl=policy.default_ttl,
-                max_ttl=policy.max_ttl,
-            ),
+            lifetime=verdict.lifetime,
             size=0,
             checksum="",
             body_file="",
@@ -1864,6 +1852,8 @@ class Node:
             if entry.path == norm and hex_key != key.hex:
                 await self.store.drop(hex_key)
         if self.epoch is not None:
+            if self.store.report is not None:
+                self.store.report("i", norm, 0)  # the master bans the path in every worker
             before = self.seen_epoch
             self.seen_epoch = self.epoch.bump()
             if self.seen_epoch != before + 1:

@@ -159,17 +159,22 @@ class Variants:
         the origin's bytes do not decode (then the caller decodes while streaming, and cuts
         the connection if the stream is bad)."""
         coding = coded_entry.coded
-        if coding is None or coded_entry.size > DECODE_STORE_LIMIT:
+        if coding is None or coded_entry.size > DECODE_STORE_LIMIT or coded_entry.undecodable:
             return None
         try:
             if coded_entry.size <= INLINE_LIMIT:
-                return decompress_limited(body, coding, DECODED_LIMIT)
-            loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(
-                self.node.store.executor, decompress_limited, body, coding, DECODED_LIMIT
-            )
+                decoded = decompress_limited(body, coding, DECODED_LIMIT)
+            else:
+                loop = asyncio.get_running_loop()
+                decoded = await loop.run_in_executor(
+                    self.node.store.executor, decompress_limited, body, coding, DECODED_LIMIT
+                )
+            if decoded is None:  # larger than DECODED_LIMIT once decoded
+                coded_entry.undecodable = True
+            return decoded
         except ValueError as exc:
             log.warning("cannot decode %s (%s from the origin): %s", coded_entry.path, coding, exc)
+            coded_entry.undecodable = True  # not again for this version: decoded per request
             return None
 
 

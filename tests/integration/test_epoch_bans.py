@@ -1,6 +1,6 @@
-"""Shared change counters of a multi-process node (edgeproxy/cache/epoch.py): a change of the
-ban list makes a worker re-read it and forget only what a retired ban covered, not its whole
-view; a removal elsewhere still makes it forget everything."""
+"""Shared change counters of a multi-process node (edgeproxy/cache/epoch.py): an added ban
+makes a worker re-read the ban list and keep its in-memory view (bans apply on lookup); a
+retired ban, or a removal elsewhere, makes it forget the view."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ def test_slots_are_independent_and_old_files_grow(tmp_path) -> None:
     assert os.path.getsize(tmp_path / "epoch") == 16
 
 
-async def test_ban_changes_keep_the_view_and_retire_precisely(make_node, origin, client):
+async def test_added_bans_keep_the_view_retired_ones_drop_it(make_node, origin, client):
     async def body(request: web.Request) -> web.StreamResponse:
         return web.Response(
             body=request.path.encode() * 10, headers={"Cache-Control": "max-age=600"}
@@ -62,14 +62,30 @@ async def test_ban_changes_keep_the_view_and_retire_precisely(make_node, origin,
         n.check_epoch()
         assert [b.pattern for b in n.bans.items] == ["/a"]
         assert set(index) == set(keys.values())  # nothing forgotten: bans apply on lookup
+        # the ban retires after the master's walk: the master bumps the view epoch, so a
+        # worker that never looked the entry up during the ban cannot serve its old copy
         write_ban_file(root, dump_bans(BanList()))
-        n.epoch.bump_bans()  # the ban retired after the master's walk
+        n.epoch.bump()
         n.check_epoch()
         assert not n.bans.items
-        assert set(index) == {keys["/b"]}  # only what the retired ban covered
-        n.epoch.bump()  # another process removed entries: the whole view goes
-        n.check_epoch()
-        assert not index
+        assert not index  # forgotten: re-read from the disk (where the walk acted) on demand
     finally:
         n.epoch.close()
         n.epoch = None
+
+
+async def test_the_master_bumps_the_view_epoch_when_bans_retire(tmp_path) -> None:
+    from edgeproxy.admin import Invalidations
+
+    async def walk(bans: BanList) -> None:
+        return None
+
+    epoch = SharedEpoch(tmp_path)
+    inv = Invalidations(tmp_path, walk, epoch=epoch)
+    try:
+        await inv._persist()  # a ban added
+        assert epoch.values() == (0, 1)
+        await inv._persist(bans_changed=True, retired=True)  # bans retired
+        assert epoch.values() == (1, 1)
+    finally:
+        epoch.close()

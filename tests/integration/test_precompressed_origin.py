@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import os
 
 import brotli
 import pytest
@@ -244,3 +245,76 @@ async def test_policy_size_limits(make_node, origin, client, size, compressed) -
     assert status == 200
     assert ("Content-Encoding" in headers) == compressed
     assert (gzip.decompress(got) if compressed else got) == body
+
+
+async def test_coded_object_is_never_sliced(make_node, origin, client) -> None:
+    """Slices of a coded body cannot be decoded one by one: a large origin-coded object under
+    a sliced policy is stored whole, and a client refusing the coding gets decoded bytes."""
+    big = os.urandom(300_000)
+    coded = gzip.compress(big, mtime=0)
+
+    async def ranged(request: web.Request) -> web.StreamResponse:
+        headers = {
+            "Cache-Control": "max-age=600",
+            "ETag": '"g1"',
+            "Content-Type": "application/octet-stream",
+            "Content-Encoding": "gzip",
+        }
+        rng = request.headers.get("Range")
+        if rng:
+            first, _, last = rng.partition("=")[2].partition("-")
+            a, b = int(first), min(int(last or len(coded) - 1), len(coded) - 1)
+            headers["Content-Range"] = f"bytes {a}-{b}/{len(coded)}"
+            return web.Response(status=206, body=coded[a : b + 1], headers=headers)
+        return web.Response(body=coded, headers=headers)
+
+    origin.routes["/big/f.bin"] = ranged
+    policies = [
+        {"name": "big", "path": "/big/*", "default_ttl": "5m", "slice_size": "64KiB",
+         "slice_threshold": "128KiB"},
+        {"name": "default", "path": "*", "default_ttl": "1h"},
+    ]  # fmt: skip
+    node = await make_node({"parents": [origin.endpoint]}, policies=policies)
+    url = f"http://127.0.0.1:{node.port}/big/f.bin"
+    status, headers, body = await _get(client, url, "gzip", {"Range": "bytes=0-9"})
+    assert status == 206 and body == coded[:10] and headers["Content-Encoding"] == "gzip"
+    await _wait_stored(node)
+    assert all(e.sliced is None for e in node.node.store.index.values())
+    status, headers, body = await _get(client, url, "identity")
+    assert status == 200 and body == big and "Content-Encoding" not in headers
+
+
+async def test_background_refresh_keeps_vary_accept_encoding(make_node, origin, client) -> None:
+    """A stale-while-revalidate refresh (RFC 5861) of an origin-coded object is stored with
+    the same Vary: Accept-Encoding as the answer it replaces (RFC 9110 sec. 12.5.5)."""
+    calls = {"n": 0}
+
+    async def coded(request: web.Request) -> web.StreamResponse:
+        calls["n"] += 1
+        return web.Response(
+            body=GZ,
+            headers={
+                # already stale when stored (Age > max-age), inside its SWR window
+                "Cache-Control": "max-age=1, stale-while-revalidate=600",
+                "Age": "5",
+                "ETag": f'"e{calls["n"]}"',
+                "Content-Type": "application/json",
+                "Content-Encoding": "gzip",
+            },
+        )
+
+    origin.routes["/api/swr.json"] = coded
+    node = await make_node({"parents": [origin.endpoint]}, policies=POLICIES)
+    url = f"http://127.0.0.1:{node.port}/api/swr.json"
+    _, first, _ = await _get(client, url, "gzip")
+    assert "accept-encoding" in first["Vary"].lower()
+    await _wait_stored(node)
+    _, stale, _ = await _get(client, url, "gzip")  # served stale; refreshed in the background
+    assert "stale-while-revalidate" in stale["Cache-Status"]
+    for _ in range(200):  # the refresh is published
+        entry = next(iter(node.node.store.index.values()), None)
+        if entry is not None and entry.etag == '"e2"':
+            break
+        await asyncio.sleep(0.01)
+    assert entry is not None and entry.etag == '"e2"'
+    assert "accept-encoding" in dict((n.lower(), v.lower()) for n, v in entry.headers)["vary"]
