@@ -559,6 +559,24 @@ class DiskStore:
                 return None
             return mapped
 
+    async def open_body(self, entry: Entry) -> int | None:
+        """A read-only descriptor of the entry's body (thread); None when the file is gone
+        (evicted or replaced since the lookup). The caller closes it (:meth:`close_fd`)."""
+        try:
+            fd = await self.run_io(os.open, self.body_path(entry), os.O_RDONLY)
+        except FileNotFoundError:
+            return None
+        assert isinstance(fd, int)
+        return fd
+
+    async def pread(self, fd: int, length: int, offset: int) -> bytes:
+        data = await self.run_io(os.pread, fd, length, offset)
+        assert isinstance(data, bytes)
+        return data
+
+    async def close_fd(self, fd: int) -> None:
+        await self.run_io(os.close, fd)
+
     async def read_range(self, entry: Entry, start: int, length: int) -> bytes:
         """Read part of a body (thread); used for bodies not held in RAM or mapped."""
 

@@ -108,6 +108,8 @@ class Fill:
         # ``written`` counts the body (False: a remote fill whose part file was already
         # published when we looked: its size was never seen)
         self.size_known = True
+        # the published body file of a DONE fill (None: not published, or not known)
+        self.body_file: str | None = None
         self._ring: deque[tuple[int, bytes]] = deque()
         self._ring_bytes = 0
 
@@ -252,7 +254,9 @@ class RemoteFill(Fill):
                     if self._fd is not None:
                         self.written = os.fstat(self._fd).st_size
                     try:
-                        self.outcome = Outcome(raw.decode().strip())
+                        outcome, _, body_file = raw.decode().strip().partition(" ")
+                        self.body_file = body_file or None
+                        self.outcome = Outcome(outcome)
                     except ValueError:
                         self.outcome = Outcome.UPSTREAM_ERROR
                     changed = True
@@ -489,7 +493,8 @@ class Coalescer:
             if self.local.get(fill.key_hex) is fill:
                 del self.local[fill.key_hex]
             return
-        await self._write_marker(fill, "done", fill.outcome.value.encode())
+        done = f"{fill.outcome.value} {fill.body_file or ''}".strip()
+        await self._write_marker(fill, "done", done.encode())
 
         def _unlock() -> None:
             try:

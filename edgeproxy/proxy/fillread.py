@@ -99,7 +99,11 @@ async def _published(
     if fill.outcome is not Outcome.DONE:
         raise FillFailed(f"fill of {key_hex} ended {fill.outcome}")
     entry = await store.read_entry_from_disk(key_hex)
-    if entry is None or not _matches(entry, head):
+    if (
+        entry is None
+        or not _matches(entry, head)
+        or (fill.body_file is not None and entry.body_file != fill.body_file)
+    ):
         raise FillFailed(f"the stored {key_hex} is not the body this fill announced")
     stop = entry.size if end is None else end
     offset = start

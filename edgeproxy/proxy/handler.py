@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import enum
 import logging
 import os
@@ -139,6 +140,9 @@ FAST_BLOCKERS = frozenset(
 # Stored fields the cache regenerates itself on every answer.
 NOT_STORED = frozenset({"age", "cache-status", "content-length", "set-cookie"})
 # Fields never sent in a 304 (RFC 9110 sec. 15.4.5: the 304 carries metadata, no content fields)
+BODY_READ = 1024 * 1024  # bytes of a stored body read per step when it is not mapped
+# set once a request's stored body vanished under it (evicted): it is retried as a miss once
+_RETRIED: contextvars.ContextVar[bool] = contextvars.ContextVar("edgeproxy_retried", default=False)
 DECODE_READ = 256 * 1024  # bytes of a stored coded body read per step when decoding per request
 NOT_IN_304 = frozenset({"content-length", "content-range", "transfer-encoding"})
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
@@ -800,6 +804,20 @@ class Node:
                     fields.append(("Content-Range", f"bytes {first}-{last}/{length}"))
                 # several ranges: answered with the whole 200 (RFC 9110 sec. 14.2 allows
                 # ignoring Range; a multipart answer is the ranges issue's work)
+        body = self.store.ram_body(entry)
+        fd: int | None = None
+        if req.method != "HEAD" and count and body is None and entry.mapped is None:
+            # open before answering: an eviction between the lookup and here took the file
+            # (an open descriptor keeps the body readable whatever happens next)
+            fd = await self.store.open_body(entry)
+            if fd is None:
+                await self.store.drop(entry.key_hex, only=entry)
+                if _RETRIED.get():
+                    raise ConnectionError(f"body of {entry.key_hex} vanished twice")
+                _RETRIED.set(True)
+                _, key = self._policy_and_key(req.target, req.hdict)
+                await self._cached_request(req, resp, policy, key)  # now a miss
+                return
         resp.start(
             status,
             fields,
@@ -808,14 +826,22 @@ class Node:
         )
         if req.method == "HEAD" or count == 0:
             return
-        body = self.store.ram_body(entry)
         if body is not None:
             await resp.write(memoryview(body)[start : start + count])
         elif entry.mapped is not None:
             await resp.write_view(memoryview(entry.mapped)[start : start + count])
         else:
-            body = await self.store.read_range(entry, start, count)
-            await resp.write(body)
+            assert fd is not None
+            try:
+                end = start + count
+                while start < end:
+                    chunk = await self.store.pread(fd, min(BODY_READ, end - start), start)
+                    if not chunk:
+                        raise ConnectionError(f"body of {entry.key_hex} shorter than stored")
+                    start += len(chunk)
+                    await resp.write(chunk)
+            finally:
+                await self.store.close_fd(fd)
 
     @staticmethod
     def _refuses(req: Request, policy: PolicyConfig, coding: str | None) -> bool:
@@ -1585,7 +1611,8 @@ class Node:
                 await writer.write(chunk)
             if content_length is not None and writer.size != content_length:
                 raise ConnectionError(f"short body: {writer.size} of {content_length} bytes")
-            await self.store.publish(writer, entry)
+            if await self.store.publish(writer, entry):
+                fill.body_file = entry.body_file  # names the body for followers elsewhere
             outcome = Outcome.DONE
         except asyncio.CancelledError:
             await writer.abort()

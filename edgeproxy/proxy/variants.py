@@ -117,7 +117,10 @@ class Variants:
         if body is None:
             body = identity.mapped
         if body is None:
-            body = await store.read_range(identity, 0, identity.size)
+            try:
+                body = await store.read_range(identity, 0, identity.size)
+            except FileNotFoundError:
+                return None  # evicted meanwhile: the caller serves (or refetches) the entry
         if bucket == "identity":
             decoded = await self._decode(identity, body)
             if decoded is None:

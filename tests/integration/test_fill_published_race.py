@@ -64,3 +64,19 @@ async def test_follower_refuses_another_published_body(make_node, origin, client
     with pytest.raises(FillFailed):
         async for _ in fill_chunks(node.node.store, key_hex, fill, fill.head, 0, len(BODY)):
             pass
+
+
+async def test_follower_refuses_a_body_another_fill_published(make_node, origin, client) -> None:
+    """Without validators and without a length, only the body's name tells which fill
+    published it: a follower of fill A never sends the body fill B published meanwhile."""
+    node, key_hex = await _stored(make_node, origin, client)
+    fill = _remote_fill_that_missed_the_file(key_hex, None, '"v1"')
+    fill.body_file = "another-fill.body"  # what fill A's done marker named
+    with pytest.raises(FillFailed):
+        async for _ in fill_chunks(node.node.store, key_hex, fill, fill.head, 0, None):
+            pass
+    fill.body_file = node.node.store.index[key_hex].body_file  # the one on disk: served
+    got = b"".join(
+        [bytes(c) async for c in fill_chunks(node.node.store, key_hex, fill, fill.head, 0, None)]
+    )
+    assert got == BODY

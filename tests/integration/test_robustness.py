@@ -461,3 +461,36 @@ async def test_slow_reader_does_not_pin_memory_and_is_timed_out(node_process, cl
     # and the node still serves
     async with client.get(url) as r:
         assert r.status == 200 and await r.read() == body
+
+
+async def test_a_body_evicted_between_lookup_and_read_is_refetched(
+    make_node, origin, client, monkeypatch
+) -> None:
+    """An eviction can unlink a body after the lookup found its entry and before the answer
+    reads it: the request becomes a miss (fetched again), never a cut connection."""
+    body = os.urandom(3 * 1024 * 1024)
+
+    async def big(request: web.Request) -> web.StreamResponse:
+        return web.Response(body=body, headers={"Cache-Control": "max-age=600"})
+
+    origin.routes["/api/big.bin"] = big
+    node = await make_node({"parents": [origin.endpoint]}, store_extra={"ram_size": "0"})
+    url = _url(node, "/api/big.bin")
+    status, _, got = await _get(client, url)
+    assert status == 200 and got == body
+    store = node.node.store
+    for _ in range(200):
+        if store.index:
+            break
+        await asyncio.sleep(0.01)
+    (entry,) = store.index.values()
+
+    async def readable_without_mapping(e) -> bool:
+        return True  # as if checked just before the eviction
+
+    monkeypatch.setattr(store, "ensure_readable", readable_without_mapping)
+    entry.mapped = None
+    os.unlink(store.body_path(entry))  # the eviction's unlink
+    status, _, got = await _get(client, url)
+    assert status == 200 and got == body
+    assert origin.count("/api/big.bin") == 2
