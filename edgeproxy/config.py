@@ -25,6 +25,7 @@ Schema (``#`` marks the defaults; keys not listed here are errors, with a did-yo
     access_log = "off"              # "off" | "stdout" | a file path (relative: to this file);
                                     # one JSON line per request, reopened on SIGUSR1. Off by
                                     # default: a line costs about as much as a RAM hit itself
+    sendfile = false                # stored bodies over 64 KiB by sendfile(2) (plain TCP)
     tls_cert = "tls/edge.crt"       # PEM certificate chain (relative: to this file); with
     tls_key = "tls/edge.key"        # its unencrypted PEM key: both or neither. Checked at load
                                     # (the one thing read at load), read again on SIGHUP
@@ -214,6 +215,10 @@ class NodeConfig:
     tls_listen_port: int = 0
     # open client connections per process; more are closed right after accept
     max_connections: int = 4096
+    # send stored bodies over 64 KiB with sendfile(2) on plain-TCP connections (nginx's
+    # ``sendfile on``): less CPU per byte; off by default because on loopback a copy through
+    # the mapping is faster for bodies of a MiB and more (see benchmarks/README.md)
+    sendfile: bool = False
 
     @property
     def tls_on_listen(self) -> bool:
@@ -765,6 +770,7 @@ _NODE_KEYS = (
     "strip_targeted",
     "admin_token_env",
     "access_log",
+    "sendfile",
     "tls_cert",
     "tls_key",
     "tls_listen",
@@ -977,6 +983,7 @@ def _parse_node(root: _Table, base_dir: str = "") -> NodeConfig:
         strip_targeted=strip_targeted,
         admin_token_env=admin_token_env,
         access_log=access_log,
+        sendfile=t.boolean("sendfile", False),
         tls_cert=tls_cert,
         tls_key=tls_key,
         tls_listen_host=tls_host,

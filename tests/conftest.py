@@ -46,6 +46,7 @@ def node_config_dict(
     role: str = "edge",
     policies: list[dict[str, Any]] | None = None,
     store_extra: dict[str, Any] | None = None,
+    node_extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """A node config as the TOML file would hold it, on free loopback ports."""
     return {
@@ -54,6 +55,7 @@ def node_config_dict(
             "role": role,
             "listen": "127.0.0.1:0",
             "admin_listen": "127.0.0.1:0",
+            **(node_extra or {}),
         },
         "store": {
             "path": str(store),

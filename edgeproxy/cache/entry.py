@@ -36,6 +36,7 @@ class Entry:
         "date",
         "etag",
         "fresh_until",
+        "handle",
         "head_cache",
         "headers",
         "initial_age",
@@ -99,6 +100,7 @@ class Entry:
         # malformed): clients refusing the coding get it decoded while streaming
         self.undecodable = False
         self.mapped: Any = None  # mmap of the body, opened lazily by the store
+        self.handle: Any = None  # the open body file next to ``mapped`` (for sendfile)
         self.head_cache: Any = None  # pre-serialised response head, built by the server
         self.set_headers(headers)
 

@@ -40,6 +40,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import BinaryIO
 
 import xxhash
 
@@ -518,6 +519,9 @@ class DiskStore:
             self.corrupt_dropped += 1
             await self.drop(entry.key_hex, only=entry)
             return False
+        handle = None
+        if isinstance(result, tuple):
+            result, handle = result
         in_ram = (
             isinstance(result, bytes)
             and self.index.get(entry.key_hex) is entry
@@ -527,6 +531,7 @@ class DiskStore:
             # a mapping, the bytes of a version no longer current, or bytes the RAM layer
             # did not keep (bounded with the mappings)
             entry.mapped = result
+            entry.handle = handle
             self._remember_mapping(entry)
         entry.verified = True
         return True
@@ -538,9 +543,9 @@ class DiskStore:
         mapped[id(entry)] = entry
         while len(mapped) > MAX_MAPPED:
             _, oldest = mapped.popitem(last=False)
-            oldest.mapped = None
+            oldest.mapped = oldest.handle = None
 
-    def _load_body_sync(self, entry: Entry) -> bytes | mmap.mmap | None:
+    def _load_body_sync(self, entry: Entry) -> bytes | tuple[mmap.mmap, BinaryIO] | None:
         path = self.body_path(entry)
         with open(path, "rb") as f:
             size = os.fstat(f.fileno()).st_size
@@ -557,7 +562,9 @@ class DiskStore:
             if not entry.verified and xxhash.xxh3_64_hexdigest(mapped) != entry.checksum:
                 mapped.close()
                 return None
-            return mapped
+            # and an open file for sendfile(2) (closed by GC with the mapping, see
+            # _remember_mapping: a response may still be sending from it)
+            return mapped, os.fdopen(os.dup(f.fileno()), "rb", buffering=0)
 
     async def open_body(self, entry: Entry) -> int | None:
         """A read-only descriptor of the entry's body (thread); None when the file is gone

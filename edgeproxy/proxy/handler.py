@@ -383,6 +383,9 @@ class Node:
             conn.write(head)
         elif len(body) <= 65536:
             conn.write(head + body)
+        elif conn.sendfile_fd >= 0 and body is entry.mapped and entry.handle is not None:
+            conn.write(head)  # then the body straight from the page cache (sendfile)
+            conn.send_body(entry.handle.fileno(), memoryview(body))
         else:
             conn.writelines([head, memoryview(body)])  # one writev
         counters = self.counters  # _count without the slow path's request mark
@@ -829,7 +832,12 @@ class Node:
         if body is not None:
             await resp.write(memoryview(body)[start : start + count])
         elif entry.mapped is not None:
-            await resp.write_view(memoryview(entry.mapped)[start : start + count])
+            view = memoryview(entry.mapped)[start : start + count]
+            handle = entry.handle
+            if handle is not None:
+                await resp.write_file_view(handle.fileno(), view, start)
+            else:
+                await resp.write_view(view)
         else:
             assert fd is not None
             try:

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import ssl as ssl_module
 import time
 from collections import deque
@@ -247,6 +248,9 @@ class HttpConnection(asyncio.Protocol):
         self._reading_paused = False
         self._parse_dead = False
         self.deadline = 0.0
+        # the socket's descriptor for sendfile(2) of stored bodies: plain TCP only (-1: TLS,
+        # or not known), see send_body
+        self.sendfile_fd = -1
         # state of the message being parsed
         self._url = b""
         self._raw: list[tuple[str, str]] = []
@@ -266,6 +270,10 @@ class HttpConnection(asyncio.Protocol):
             return
         self.server.connections.add(self)
         self.deadline = self.loop.time() + self.limits.header_timeout
+        if self.limits.sendfile and not self.tls and transport.get_extra_info("sslcontext") is None:
+            sock = transport.get_extra_info("socket")
+            if sock is not None:
+                self.sendfile_fd = sock.fileno()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -469,6 +477,30 @@ class HttpConnection(asyncio.Protocol):
         if not self.closed and self.transport is not None:
             self.transport.writelines(parts)
 
+    def send_body(self, file_fd: int, view: memoryview, offset: int = 0) -> int:
+        """Send ``view`` (a stored body's mapping; ``offset`` its position in the file) after
+        what was written before, without copying it through this process when possible.
+
+        When the transport's buffer is empty (everything before has reached the socket), the
+        kernel sends as much as the socket takes straight from the page cache (sendfile(2),
+        as nginx does); the rest, if any, goes through the transport as usual (same order:
+        the transport only writes after its buffer). Returns the bytes sent by sendfile."""
+        transport = self.transport
+        if self.closed or transport is None:
+            return 0
+        sent = 0
+        if self.sendfile_fd >= 0 and transport.get_write_buffer_size() == 0:
+            try:
+                sent = os.sendfile(self.sendfile_fd, file_fd, offset, len(view))
+            except BlockingIOError:
+                sent = 0
+            except OSError:
+                self.abort()  # the peer is gone (EPIPE, ECONNRESET)
+                return 0
+        if sent < len(view):
+            transport.write(view[sent:])
+        return sent
+
     async def drain(self) -> None:
         """Wait until the transport accepts more (back-pressure); slow readers time out."""
         if not self.write_paused:
@@ -625,6 +657,25 @@ class ResponseWriter:
             raise ConnectionResetError("client went away")
         self.write_nowait(data)
         await self.conn.drain()
+
+    async def write_file_view(self, file_fd: int, view: memoryview, offset: int) -> None:
+        """:meth:`write_view` for a stored body (``view`` maps the file ``file_fd`` from
+        ``offset``): each chunk goes by sendfile(2) when the transport's buffer is empty
+        (see :meth:`HttpConnection.send_body`). Content-Length framing only."""
+        if self.chunked or self.head_only:
+            await self.write_view(view)
+            return
+        for at in range(0, len(view), WRITE_VIEW_CHUNK):
+            chunk = view[at : at + WRITE_VIEW_CHUNK]
+            if self.conn.closed:
+                raise ConnectionResetError("client went away")
+            self.bytes_sent += len(chunk)
+            if self.content_length is not None and self.bytes_sent > self.content_length:
+                self.abort()
+                raise ConnectionResetError("body longer than its Content-Length")
+            self._flush_head()
+            self.conn.send_body(file_fd, chunk, offset + at)
+            await self.conn.drain()
 
     async def write_view(self, view: memoryview) -> None:
         """Write a large buffer in bounded chunks, honouring back-pressure (the transport takes

@@ -1,0 +1,64 @@
+"""`[node] sendfile = true`: stored bodies go by sendfile(2) on plain-TCP connections; every
+byte arrives in order, on the fast path, the slow path (ranges) and pipelined requests."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+import pytest
+from aiohttp import web
+
+pytestmark = pytest.mark.integration
+
+BODY = os.urandom(700 * 1024)
+
+
+@pytest.mark.parametrize("sendfile", [True, False])
+async def test_bodies_arrive_whole_and_in_order(
+    make_node, origin, client, sendfile, monkeypatch
+) -> None:
+    calls = []
+    real = os.sendfile
+
+    def counting(*args):
+        calls.append(args[3])
+        return real(*args)
+
+    monkeypatch.setattr(os, "sendfile", counting)
+
+    async def big(request: web.Request) -> web.StreamResponse:
+        return web.Response(body=BODY, headers={"Cache-Control": "max-age=600"})
+
+    origin.routes["/api/big.bin"] = big
+    node = await make_node(
+        {"parents": [origin.endpoint]},
+        store_extra={"ram_object_max": "64KiB"},  # mapped from the page cache, not RAM
+        node_extra={"sendfile": sendfile},
+    )
+    url = f"http://127.0.0.1:{node.port}/api/big.bin"
+    async with client.get(url) as r:
+        assert await r.read() == BODY
+    for _ in range(200):
+        if node.node.store.index:
+            break
+        await asyncio.sleep(0.01)
+    for _ in range(3):  # fast-path hits
+        async with client.get(url) as r:
+            assert "hit" in r.headers["Cache-Status"] and await r.read() == BODY
+    async with client.get(url, headers={"Range": "bytes=1000-299999"}) as r:  # slow path
+        assert r.status == 206 and await r.read() == BODY[1000:300000]
+    # pipelined on one connection: each answer's body right after its own head
+    reader, writer = await asyncio.open_connection("127.0.0.1", node.port)
+    try:
+        request = b"GET /api/big.bin HTTP/1.1\r\nHost: x\r\n\r\n"
+        writer.write(
+            request * 3 + b"GET /api/big.bin HTTP/1.1\r\nHost: x\r\nRange: bytes=5-9\r\n\r\n"
+        )
+        for expected in (BODY, BODY, BODY, BODY[5:10]):
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0])
+            assert await reader.readexactly(length) == expected
+    finally:
+        writer.close()
+    assert bool(calls) is sendfile  # the setting decides
