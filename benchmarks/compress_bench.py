@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import datetime as dt
 import gzip
 import json
@@ -53,7 +54,6 @@ import os
 import platform
 import random
 import re
-import resource
 import shlex
 import shutil
 import signal
@@ -72,11 +72,24 @@ from urllib.parse import urlsplit
 
 import brotli
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
-SERVER_CPU = "0"
-CLIENT_CPU = "1"
-KiB = 1024
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common
+from common import (
+    CLIENT_CPU,
+    REPO_ROOT,
+    RESULTS_DIR,
+    SERVER_CPU,
+    KiB,
+    Managed,
+    QuietWaiter,
+    busy_seconds,
+    children_cpu_seconds,
+    cpu_seconds,
+    free_port,
+    import_edgeproxy,
+    nginx_binary,
+)
+
 TARGET_SIZE = 50 * KiB
 CDN = "https://cdn.example.com"
 BROTLI_MODULE = Path("/usr/lib/nginx/modules/ngx_http_brotli_filter_module.so")
@@ -85,14 +98,6 @@ SCENARIOS: tuple[tuple[str, str], ...] = (("br, gzip", "br"), ("gzip", "gzip"))
 NGINX_DYN = "nginx (on the fly)"
 NGINX_STATIC = "nginx (gzip_static)"
 EDGEPROXY = "edgeproxy"
-
-
-def import_edgeproxy() -> None:
-    """Make ``edgeproxy`` importable when the package is not installed."""
-    try:
-        import edgeproxy  # noqa: F401
-    except ImportError:
-        sys.path.insert(0, str(REPO_ROOT))
 
 
 import_edgeproxy()
@@ -269,108 +274,6 @@ def levels_table(rows: list[LevelRow], body_len: int) -> list[str]:
 # ---------------------------------------------------------------------------------------------
 
 
-def child_pids(pid: int) -> list[int]:
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as f:
-            return [int(x) for x in f.read().split()]
-    except OSError:
-        return []
-
-
-_TICK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    total = 0
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                fields = f.read().rpartition(")")[2].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])
-    return total / _TICK
-
-
-def busy_seconds() -> float:
-    """CPU time all CPUs spent busy since boot (user, nice, system, irq, softirq, steal)."""
-    with open("/proc/stat") as f:
-        fields = [int(x) for x in f.readline().split()[1:9]]
-    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
-    return (user + nice + system + irq + softirq + steal) / _TICK
-
-
-def children_cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
-class QuietWaiter:
-    """Before a run, wait while other processes keep more than ``threshold`` cores busy,
-    spending at most ``budget`` seconds in total (then runs go ahead regardless)."""
-
-    def __init__(self, budget: float, threshold: float = 0.3) -> None:
-        self.budget = budget
-        self.threshold = threshold
-        self.waited = 0.0
-
-    def wait(self) -> None:
-        while self.waited < self.budget:
-            before = busy_seconds()
-            time.sleep(0.5)
-            if (busy_seconds() - before) / 0.5 <= self.threshold:
-                return
-            self.waited += 0.5
-
-
-@dataclass
-class Managed:
-    name: str
-    process: subprocess.Popen[bytes]
-    log_path: Path
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def alive(self) -> bool:
-        return self.process.poll() is None
-
-    def log_tail(self, limit: int = 2000) -> str:
-        try:
-            return self.log_path.read_bytes()[-limit:].decode("utf-8", "replace")
-        except OSError:
-            return "(no log)"
-
-    def stop(self, timeout: float = 10.0) -> None:
-        if not self.alive():
-            return
-        children = child_pids(self.pid)
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(self.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.pid, signal.SIGKILL)
-            self.process.wait(timeout)
-        for child in children:  # nginx workers of a killed master
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(child, signal.SIGKILL)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def nginx_binary() -> str | None:
-    return shutil.which("nginx") or (
-        "/usr/sbin/nginx" if os.access("/usr/sbin/nginx", os.X_OK) else None
-    )
-
-
 def ensure_tools(install_brotli: bool, notes: list[str]) -> bool:
     """nginx, wrk and taskset must exist; returns whether the Brotli filter module is there
     (installing Debian's package first when allowed and possible)."""
@@ -476,9 +379,9 @@ class System:
 
     def server_pids(self) -> list[int]:
         if self.managed is not None:
-            return [self.managed.pid, *child_pids(self.managed.pid)]
+            return self.managed.pids()
         if self.pid_hint is not None:
-            return [self.pid_hint, *child_pids(self.pid_hint)]
+            return [self.pid_hint, *common.descendants(self.pid_hint)]
         return []
 
 
@@ -860,6 +763,30 @@ def results_table(rows: list[Row]) -> list[str]:
     return lines
 
 
+def json_figures(args: argparse.Namespace, rows: list[Row], notes: list[str]) -> dict[str, object]:
+    """The figures for ``--json``: per Accept-Encoding and system the medians, the bytes of
+    one response and every run."""
+    out = []
+    for row in rows:
+        if not row.runs:
+            continue
+        served = row.wire.headers.get("content-encoding", "identity") if row.wire else None
+        out.append(
+            {
+                "accept_encoding": row.scenario,
+                "system": row.system,
+                "served": served,
+                "wire_bytes": row.wire.wire_bytes if row.wire else None,
+                "median_rps": row.rps,
+                "median_p50_ms": row.p50,
+                "median_p99_ms": row.p99,
+                "cpu_ms_per_1k": row.cpu_ms_per_1k,
+                "runs": [dataclasses.asdict(r) for r in row.runs],
+            }
+        )
+    return {"rounds": args.rounds, "duration": args.duration, "rows": out, "notes": notes}
+
+
 def write_markdown(
     path: Path,
     args: argparse.Namespace,
@@ -984,6 +911,7 @@ def main() -> int:
     parser.add_argument("--levels", action="store_true", help="only the compression-level table")
     parser.add_argument("--write-json", type=Path, help="write the JSON document here and exit")
     parser.add_argument("--output", type=Path, help="markdown results file")
+    parser.add_argument("--json", type=Path, help="also write the figures as JSON here")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = parser.parse_args()
     if args.quick:
@@ -1117,6 +1045,9 @@ def main() -> int:
             print("\n".join(table))
             output = args.output or RESULTS_DIR / f"compress-{dt.date.today().isoformat()}.md"
             write_markdown(output, args, table, levels, info, notes)
+            if args.json is not None:
+                common.write_json(args.json, json_figures(args, list(rows.values()), notes))
+                print(f"written to {args.json}")
             for note in notes:
                 print("note:", note)
             print(f"\nwritten to {output}")

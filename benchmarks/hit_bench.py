@@ -60,7 +60,6 @@ import json
 import os
 import platform
 import re
-import resource
 import secrets
 import shlex
 import shutil
@@ -77,16 +76,30 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common
+from common import (
+    ACCESS_ENV,
+    CLIENT_CPU,
+    REPO_ROOT,
+    RESULTS_DIR,
+    SECRET_ENV,
+    SERVER_CPU,
+    KiB,
+    Managed,
+    MiB,
+    QuietWaiter,
+    WrkResult,
+    free_port,
+    http_get,
+    import_edgeproxy,
+    nginx_binary,
+    start_process,
+    wait_http,
+)
+
 BUCKET = "bench"
-KiB = 1024
-MiB = 1024 * KiB
 SIZES: tuple[tuple[str, int], ...] = (("1 KiB", KiB), ("100 KiB", 100 * KiB), ("1 MiB", MiB))
-ACCESS_ENV = "EDGEPROXY_BENCH_ACCESS_KEY"
-SECRET_ENV = "EDGEPROXY_BENCH_SECRET_KEY"
-SERVER_CPU = "0"
-CLIENT_CPU = "1"
 NGINX = "nginx (proxy_cache)"
 
 
@@ -94,192 +107,18 @@ def object_key(label: str) -> str:
     return "obj-" + label.replace(" ", "").lower() + ".bin"
 
 
-def import_edgeproxy() -> None:
-    """Make ``edgeproxy`` importable when the package is not installed."""
-    try:
-        import edgeproxy  # noqa: F401
-    except ImportError:
-        sys.path.insert(0, str(REPO_ROOT))
-
-
 # ---------------------------------------------------------------------------------------------
 # Tools
 # ---------------------------------------------------------------------------------------------
 
 
-def nginx_binary() -> str | None:
-    return shutil.which("nginx") or (
-        "/usr/sbin/nginx" if os.access("/usr/sbin/nginx", os.X_OK) else None
-    )
-
-
 def ensure_tools() -> None:
-    """nginx and wrk from Debian when missing (needs root); taskset must exist."""
-    if nginx_binary() is None or shutil.which("wrk") is None:
-        if os.geteuid() != 0:
-            sys.exit("hit_bench: nginx or wrk missing; as root: apt-get install -y nginx wrk")
-        print("installing nginx and wrk (apt-get) ...", flush=True)
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive", "RUNLEVEL": "1"}
-        subprocess.run(["apt-get", "update"], check=True, env=env, timeout=600)
-        subprocess.run(
-            ["apt-get", "install", "-y", "nginx", "wrk"], check=True, env=env, timeout=900
-        )
-        if nginx_binary() is None or shutil.which("wrk") is None:
-            sys.exit("hit_bench: nginx or wrk still missing after apt-get install")
-    if shutil.which("taskset") is None:
-        sys.exit("hit_bench: taskset (util-linux) not found")
+    """nginx and wrk from Debian when missing (apt-get, needs root); taskset must exist."""
+    missing = common.ensure_tools(["nginx", "wrk", "taskset"])
+    if missing:
+        sys.exit(f"hit_bench: missing {', '.join(missing)}")
     if (os.cpu_count() or 1) < 2:
         print("warning: fewer than 2 CPUs; server and client share a core", file=sys.stderr)
-
-
-def free_port() -> int:
-    from edgeproxy.seaweed import free_ports
-
-    return free_ports(1)[0]
-
-
-# ---------------------------------------------------------------------------------------------
-# Processes: started and stopped by PID
-# ---------------------------------------------------------------------------------------------
-
-
-def child_pids(pid: int) -> list[int]:
-    """Direct children of ``pid`` (e.g. nginx workers), read from /proc."""
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as f:
-            return [int(x) for x in f.read().split()]
-    except OSError:
-        return []
-
-
-_TICK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU time of these processes (all their threads), from /proc."""
-    total = 0
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                fields = f.read().rpartition(")")[2].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / _TICK
-
-
-def busy_seconds() -> float:
-    """CPU time all CPUs spent busy since boot (user, nice, system, irq, softirq, steal)."""
-    with open("/proc/stat") as f:
-        fields = [int(x) for x in f.readline().split()[1:9]]
-    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
-    return (user + nice + system + irq + softirq + steal) / _TICK
-
-
-class QuietWaiter:
-    """Before a run, wait while other processes keep more than ``threshold`` cores busy,
-    spending at most ``budget`` seconds in total (then runs go ahead regardless)."""
-
-    def __init__(self, budget: float, threshold: float = 0.3) -> None:
-        self.budget = budget
-        self.threshold = threshold
-        self.waited = 0.0
-
-    def wait(self) -> None:
-        while self.waited < self.budget:
-            before = busy_seconds()
-            time.sleep(0.5)
-            load = (busy_seconds() - before) / 0.5
-            if load <= self.threshold:
-                return
-            self.waited += 0.5
-
-
-def children_cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
-@dataclass
-class Managed:
-    """A subprocess this script started; stopped by PID with ``stop_signal``, then killed."""
-
-    name: str
-    process: subprocess.Popen[bytes]
-    log_path: Path
-    stop_signal: int = signal.SIGTERM
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def alive(self) -> bool:
-        return self.process.poll() is None
-
-    def log_tail(self, limit: int = 3000) -> str:
-        try:
-            return self.log_path.read_bytes()[-limit:].decode("utf-8", "replace")
-        except OSError:
-            return "(no log)"
-
-    def stop(self, timeout: float = 10.0) -> None:
-        if not self.alive():
-            return
-        children = child_pids(self.pid)
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(self.pid, self.stop_signal)
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.pid, signal.SIGKILL)
-            self.process.wait(timeout)
-        for child in children:  # e.g. nginx workers left behind by a killed master
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(child, signal.SIGKILL)
-
-
-def start_process(
-    name: str, args: list[str], log_path: Path, env: dict[str, str] | None = None, **kw: object
-) -> Managed:
-    with log_path.open("ab") as log:
-        process = subprocess.Popen(
-            args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, **kw
-        )
-    return Managed(name, process, log_path)
-
-
-def wait_http(managed: Managed, url: str, timeout: float = 30.0) -> None:
-    """Poll ``url`` until it answers (any status); fail with the log tail otherwise."""
-    deadline = time.monotonic() + timeout
-    last = "no answer"
-    while time.monotonic() < deadline:
-        if not managed.alive():
-            raise RuntimeError(
-                f"{managed.name} exited with {managed.process.returncode}:\n{managed.log_tail()}"
-            )
-        try:
-            with urllib.request.urlopen(url, timeout=2):
-                return
-        except urllib.error.HTTPError:
-            return
-        except OSError as exc:
-            last = f"{type(exc).__name__}: {exc}"
-        time.sleep(0.1)
-    raise RuntimeError(f"{managed.name} not ready after {timeout:.0f} s ({last})")
-
-
-def http_get(url: str) -> tuple[int, dict[str, str], bytes]:
-    request = urllib.request.Request(url, headers={"Connection": "close"})
-    try:
-        with urllib.request.urlopen(request, timeout=15) as response:
-            return (
-                response.status,
-                {k.lower(): v for k, v in response.headers.items()},
-                response.read(),
-            )
-    except urllib.error.HTTPError as exc:
-        return exc.code, {k.lower(): v for k, v in exc.headers.items()}, exc.read()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -296,7 +135,7 @@ class System:
 
     def server_pids(self) -> list[int]:
         """The processes doing the serving: the node, or nginx's master and workers."""
-        return [self.managed.pid, *child_pids(self.managed.pid)]
+        return self.managed.pids()
 
     def is_hit(self, headers: dict[str, str]) -> bool:
         if self.stats_url is None:
@@ -394,87 +233,23 @@ def start_edgeproxy(
     return system
 
 
-NGINX_CONF = """\
-# generated by benchmarks/hit_bench.py
-worker_processes 1;
-worker_cpu_affinity 01;
-daemon off;
-pid {tmp}/nginx.pid;
-error_log {tmp}/error.log warn;
-{user_line}
-events {{
-    worker_connections 4096;
-}}
-
-http {{
-    access_log off;
-    sendfile on;
-    tcp_nopush off;
-    tcp_nodelay on;
-    keepalive_timeout 65;
-    keepalive_requests 100000;
-    default_type application/octet-stream;
-
-    client_body_temp_path {tmp}/client_body;
-    proxy_temp_path {tmp}/proxy_temp;
-    fastcgi_temp_path {tmp}/fastcgi_temp;
-    uwsgi_temp_path {tmp}/uwsgi_temp;
-    scgi_temp_path {tmp}/scgi_temp;
-
-    proxy_cache_path {tmp}/cache levels=1:2 keys_zone=bench:10m max_size=1g inactive=1d
-                     use_temp_path=off;
-{open_file_cache}
-    upstream origin {{
-        server 127.0.0.1:{origin_port};
-        keepalive 16;
-    }}
-
-    server {{
-        listen 127.0.0.1:{port} backlog=1024;
-
-        location / {{
-            proxy_pass http://origin/{bucket}/;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_set_header Host 127.0.0.1:{origin_port};
-            proxy_cache bench;
-            proxy_cache_valid 200 1d;
-            proxy_cache_lock on;
-            add_header X-Cache-Status $upstream_cache_status always;
-        }}
-    }}
-}}
-"""
-
-
 def start_nginx(workdir: Path, origin_port: int, open_file_cache: bool) -> System:
-    workdir.mkdir(parents=True)
+    """nginx ``proxy_cache`` (:class:`common.NginxCache`), one worker pinned to CPU 0,
+    ``proxy_cache_valid 200 1d`` for everything."""
     port = free_port()
-    conf = workdir / "nginx.conf"
-    conf.write_text(
-        NGINX_CONF.format(
-            tmp=workdir,
-            port=port,
-            origin_port=origin_port,
-            bucket=BUCKET,
-            # started as root, workers would switch to "nobody", who cannot enter this 0700
-            # temporary directory
-            user_line="user root;" if os.geteuid() == 0 else "",
-            open_file_cache=(
-                "    open_file_cache max=1000 inactive=60s;\n" if open_file_cache else ""
-            ),
-        )
+    conf = common.NginxCache(
+        workdir,
+        port,
+        origin_port,
+        origin_prefix=f"/{BUCKET}",
+        ttls=(("/", "1d"),),
+        cpu_affinity="01",
+        open_file_cache=open_file_cache,
+        # started as root, workers would switch to "nobody", who cannot enter this 0700
+        # temporary directory
+        run_as_root=os.geteuid() == 0,
     )
-    nginx = nginx_binary()
-    assert nginx is not None
-    args = ["taskset", "-c", SERVER_CPU, nginx, "-p", str(workdir), "-c", str(conf)]
-    args += ["-e", str(workdir / "error.log")]
-    test = subprocess.run([*args[3:], "-t"], capture_output=True, text=True, timeout=30)
-    if test.returncode != 0:
-        raise RuntimeError(f"nginx -t failed:\n{test.stderr}")
-    managed = start_process(NGINX, args, workdir / "stdout.log")
-    managed.stop_signal = signal.SIGTERM  # fast shutdown of master and workers
-    managed.log_path = workdir / "error.log"
+    managed = common.start_nginx(NGINX, conf, cpu=SERVER_CPU)
     system = System(NGINX, f"http://127.0.0.1:{port}", managed)
     wait_http(managed, system.base_url + "/")
     return system
@@ -482,26 +257,7 @@ def start_nginx(workdir: Path, origin_port: int, open_file_cache: bool) -> Syste
 
 def allow_anonymous_reads(origin: object) -> None:
     """Bucket policy: anonymous s3:GetObject on BUCKET (for nginx, which cannot sign)."""
-    policy = {
-        "Version": "2012-10-17",
-        "Statement": [
-            {
-                "Sid": "BenchPublicRead",
-                "Effect": "Allow",
-                "Principal": "*",
-                "Action": ["s3:GetObject"],
-                "Resource": [f"arn:aws:s3:::{BUCKET}/*"],
-            }
-        ],
-    }
-    response = origin.request(  # type: ignore[attr-defined]
-        "PUT",
-        f"/{BUCKET}?policy",
-        data=json.dumps(policy).encode(),
-        headers={"Content-Type": "application/json"},
-    )
-    if response.status not in (200, 204):
-        raise RuntimeError(f"PUT bucket policy: {response.status} {response.body[:300]!r}")
+    common.allow_anonymous_reads(origin, BUCKET)
 
 
 def warm(system: System, bodies: dict[str, bytes], notes: list[str]) -> None:
@@ -540,87 +296,11 @@ def warm(system: System, bodies: dict[str, bytes], notes: list[str]) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-@dataclass
-class WrkResult:
-    rps: float
-    p50_ms: float
-    p99_ms: float
-    requests: int
-    errors: int  # socket errors + non-2xx/3xx
-    transfer: str
-    duration: float = 0.0
-    server_cpu: float = 0.0  # CPU seconds the server used during the run
-    other_cpu: float = 0.0  # CPU seconds used by everything else but the server and wrk
-
-    @property
-    def per_cpu(self) -> float:
-        """Requests per CPU second of the server: what a contended machine disturbs least."""
-        return self.requests / self.server_cpu if self.server_cpu else 0.0
-
-    @property
-    def cpu_share(self) -> float:
-        return self.server_cpu / self.duration if self.duration else 0.0
-
-    @property
-    def background(self) -> float:
-        """Other processes' CPU use during the run, in CPUs (0.5 = half a core)."""
-        return self.other_cpu / self.duration if self.duration else 0.0
-
-
-_UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0, "h": 3_600_000.0}
-
-
-def _ms(text: str) -> float:
-    match = re.fullmatch(r"([0-9.]+)(us|ms|s|m|h)", text)
-    if match is None:
-        raise ValueError(f"unexpected wrk latency {text!r}")
-    return float(match.group(1)) * _UNITS_MS[match.group(2)]
-
-
-def parse_wrk(output: str) -> WrkResult:
-    rps = re.search(r"^Requests/sec:\s+([0-9.]+)", output, re.M)
-    p50 = re.search(r"^\s+50%\s+(\S+)", output, re.M)
-    p99 = re.search(r"^\s+99%\s+(\S+)", output, re.M)
-    total = re.search(r"^\s+(\d+) requests in", output, re.M)
-    transfer = re.search(r"^Transfer/sec:\s+(\S+)", output, re.M)
-    if not (rps and p50 and p99 and total):
-        raise RuntimeError(f"cannot parse wrk output:\n{output}")
-    errors = 0
-    sock = re.search(
-        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output
-    )
-    if sock:
-        errors += sum(int(x) for x in sock.groups())
-    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
-    if non2xx:
-        errors += int(non2xx.group(1))
-    return WrkResult(
-        rps=float(rps.group(1)),
-        p50_ms=_ms(p50.group(1)),
-        p99_ms=_ms(p99.group(1)),
-        requests=int(total.group(1)),
-        errors=errors,
-        transfer=transfer.group(1) if transfer else "",
-    )
-
-
 def run_wrk(url: str, duration: float, connections: int, server: System | None = None) -> WrkResult:
-    args = ["taskset", "-c", CLIENT_CPU, "wrk", "-t1", f"-c{connections}"]
-    args += [f"-d{duration:g}s", "--latency", url]
+    """``taskset -c 1 wrk -t1 -cN --latency`` (see :func:`common.run_wrk`); the server's CPU
+    time and the other processes' are accounted when ``server`` is given."""
     pids = server.server_pids() if server is not None else []
-    cpu_before, busy_before, wrk_before = cpu_seconds(pids), busy_seconds(), children_cpu_seconds()
-    done = subprocess.run(args, capture_output=True, text=True, timeout=duration + 60)
-    cpu_used = cpu_seconds(pids) - cpu_before
-    busy = busy_seconds() - busy_before
-    wrk_cpu = children_cpu_seconds() - wrk_before
-    if done.returncode != 0:
-        raise RuntimeError(f"wrk failed ({done.returncode}): {done.stderr}{done.stdout}")
-    result = parse_wrk(done.stdout)
-    took = re.search(r"requests in ([0-9.]+)(us|ms|s|m)", done.stdout)
-    result.duration = _ms("".join(took.groups())) / 1000 if took else duration
-    result.server_cpu = cpu_used
-    result.other_cpu = max(0.0, busy - cpu_used - wrk_cpu)
-    return result
+    return common.run_wrk(url, duration, connections, server_pids=pids, cpu=CLIENT_CPU)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -700,6 +380,29 @@ def build_table(rows: list[Row]) -> tuple[list[str], list[list[str]]]:
             ]
         )
     return header, table
+
+
+def json_figures(args: argparse.Namespace, rows: list[Row], notes: list[str]) -> dict[str, object]:
+    """The figures for ``--json``: per size and system the medians and every wrk run."""
+    return {
+        "rounds": args.rounds,
+        "duration": args.duration,
+        "connections": args.connections,
+        "rows": [
+            {
+                "size": row.size,
+                "system": row.system,
+                "median_rps": row.median_rps,
+                "median_p50_ms": row.p50,
+                "median_p99_ms": row.p99,
+                "median_per_cpu": row.per_cpu,
+                "errors": row.errors,
+                "runs": [r.to_json() for r in row.runs],
+            }
+            for row in rows
+        ],
+        "notes": notes,
+    }
 
 
 def render_text(header: list[str], table: list[list[str]]) -> str:
@@ -916,6 +619,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "at most SECONDS in total (default 120; 0: never wait)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    parser.add_argument("--json", type=Path, help="also write the figures as JSON here")
     args = parser.parse_args(argv)
     if args.quick:
         args.rounds, args.duration = 2, 3.0
@@ -1057,6 +761,9 @@ def main(argv: list[str] | None = None) -> int:
             output = args.output or RESULTS_DIR / f"hit-{dt.date.today().isoformat()}.md"
             write_markdown(output, args, header, table, info, notes)
             print(f"\nwritten: {output}")
+            if args.json is not None:
+                common.write_json(args.json, json_figures(args, ordered, notes))
+                print(f"written: {args.json}")
 
             if args.profile is not None:
                 print(f"profiling the edgeproxy nodes with py-spy into {args.profile} ...")

@@ -48,6 +48,9 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from common import DelayRelay, write_json  # noqa: E402
 
 from edgeproxy.seaweed import _PORT_FLAGS, SeaweedServer  # noqa: E402
 from edgeproxy.topology import dump_toml  # noqa: E402
@@ -362,69 +365,6 @@ async def measure(
 # ---- fallback: delaying relays on 127.0.0.1 ---------------------------------------------------
 
 
-class DelayRelay:
-    """A TCP relay on 127.0.0.1 that delays every chunk, each direction, by ``delay_ms``
-    (order kept, pipelined: like netem on both ends of a link)."""
-
-    def __init__(self, target_port: int, delay_ms: float) -> None:
-        self.target_port = target_port
-        self.delay = delay_ms / 1000
-        self.server: asyncio.AbstractServer | None = None
-        self.port = 0
-        self.tasks: set[asyncio.Task[None]] = set()
-
-    async def start(self) -> None:
-        self.server = await asyncio.start_server(self._conn, "127.0.0.1", 0)
-        self.port = self.server.sockets[0].getsockname()[1]
-
-    async def stop(self) -> None:
-        if self.server:
-            self.server.close()
-        for t in list(self.tasks):
-            t.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
-
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
-        loop = asyncio.get_running_loop()
-
-        async def send() -> None:
-            while True:
-                due, chunk = await queue.get()
-                wait = due - loop.time()
-                if wait > 0:
-                    await asyncio.sleep(wait)
-                if not chunk:
-                    writer.close()
-                    return
-                writer.write(chunk)
-                await writer.drain()
-
-        sender = asyncio.create_task(send())
-        try:
-            while True:
-                chunk = await reader.read(65536)
-                queue.put_nowait((loop.time() + self.delay, chunk))
-                if not chunk:
-                    break
-            await sender
-        finally:
-            sender.cancel()
-            writer.close()
-
-    async def _conn(self, cr: asyncio.StreamReader, cw: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self.tasks.add(task)
-        try:
-            ur, uw = await asyncio.open_connection("127.0.0.1", self.target_port)
-            await asyncio.gather(self._pipe(cr, uw), self._pipe(ur, cw), return_exceptions=True)
-        except (OSError, asyncio.CancelledError):
-            cw.close()
-        finally:
-            self.tasks.discard(task)
-
-
 async def run_fallback(workdir: Path, objects: int, procs: list[subprocess.Popen[bytes]]) -> Any:
     from edgeproxy.seaweed import free_ports
 
@@ -564,6 +504,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--objects", type=int, default=20, help="objects per class")
     p.add_argument("--output", default=None)
+    p.add_argument("--json", default=None, help="also write the figures as JSON here")
     p.add_argument("--_client", default=None, help=argparse.SUPPRESS)
     a = p.parse_args()
     if a._client:
@@ -625,6 +566,7 @@ def main() -> int:
 
 
 def finish(rows: list[dict[str, Any]], started: float, a: argparse.Namespace, mode: str) -> int:
+    """Write the markdown report (and ``--json``), print it."""
     text = report(rows, time.monotonic() - started, a.objects, mode)
     out = (
         Path(a.output)
@@ -637,6 +579,20 @@ def finish(rows: list[dict[str, Any]], started: float, a: argparse.Namespace, mo
     out.write_text(text)
     print(text)
     print(f"written: {out}")
+    if a.json:
+        summary = {}
+        for cls in CLASSES:
+            vals = [r for r in rows if r["answered"] == cls]
+            if vals:
+                summary[cls] = {
+                    "n": len(vals),
+                    "first_byte_mean_ms": statistics.fmean(r["first_ms"] for r in vals),
+                    "total_mean_ms": statistics.fmean(r["total_ms"] for r in vals),
+                    "total_p99_ms": pct([r["total_ms"] for r in vals], 0.99),
+                }
+        figures = {"mode": mode, "delays_ms": DELAYS, "summary": summary, "rows": rows}
+        write_json(Path(a.json), figures)
+        print(f"written: {a.json}")
     return 0
 
 
