@@ -66,6 +66,8 @@ class RunningNode:
             min_free=config.store.min_free,
             min_free_percent=config.store.min_free_percent,
             max_object_share=config.store.max_object_share,
+            eviction=config.store.eviction,
+            object_weight=config.store.object_weight,
         )
         self.upstream = Upstream(config.upstream, environ)
         # one process: no sibling to coordinate with, so no lock files on a miss's path

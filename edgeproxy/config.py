@@ -235,6 +235,11 @@ class StoreConfig:
     min_free: int = 0  # bytes kept free on the store's file system (0: no watermark)
     min_free_percent: float = 0.0  # or this share (0-100) of the file system's size
     max_object_share: float = 0.5  # larger objects (share of max_size) are not stored
+    # eviction: "popularity" (GreedyDual with frequency and admission, edgeproxy/cache/
+    # eviction.py) or "lru"; object_weight: 1 counts object hits only (small objects win),
+    # 0 byte hits only (size-neutral)
+    eviction: str = "popularity"
+    object_weight: float = 0.8
 
 
 @dataclass(frozen=True, slots=True)
@@ -791,6 +796,8 @@ _STORE_KEYS = (
     "ram_object_max",
     "min_free",
     "max_object_share",
+    "eviction",
+    "object_weight",
 )
 _UPSTREAM_KEYS = (
     "parents",
@@ -1060,6 +1067,12 @@ def _parse_store(root: _Table, node: NodeConfig, base_dir: str) -> StoreConfig:
     share = t.value("max_object_share", _field_default(StoreConfig, "max_object_share"), "0.5")
     if isinstance(share, bool) or not isinstance(share, int | float) or not 0 < share <= 1:
         t.fail("max_object_share", f"must be a number in (0, 1], got {_describe(share)}")
+    eviction = t.string("eviction", "popularity", '"popularity"')
+    if eviction not in ("popularity", "lru"):
+        t.fail("eviction", f'{_show(eviction)} is not "popularity" nor "lru"')
+    weight = t.value("object_weight", _field_default(StoreConfig, "object_weight"), "0.8")
+    if isinstance(weight, bool) or not isinstance(weight, int | float) or not 0 <= weight <= 1:
+        t.fail("object_weight", f"must be a number in [0, 1], got {_describe(weight)}")
     return StoreConfig(
         path=os.path.normpath(os.path.join(base_dir, path)),
         max_size=max_size,
@@ -1068,6 +1081,8 @@ def _parse_store(root: _Table, node: NodeConfig, base_dir: str) -> StoreConfig:
         min_free=min_free,
         min_free_percent=min_free_percent,
         max_object_share=float(share),
+        eviction=eviction,
+        object_weight=float(weight),
     )
 
 

@@ -440,6 +440,8 @@ class Master:
             cfg.store.max_size,
             min_free=cfg.store.min_free,
             min_free_percent=cfg.store.min_free_percent,
+            eviction=cfg.store.eviction,
+            object_weight=cfg.store.object_weight,
         )
         await self.manager.start()
         from edgeproxy.admin import Invalidations, walk_disk

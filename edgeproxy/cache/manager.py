@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from edgeproxy.cache.entry import Entry
-from edgeproxy.cache.eviction import PopularityPolicy
+from edgeproxy.cache.eviction import LruPolicy, PopularityPolicy
 
 log = logging.getLogger("edgeproxy.manager")
 
@@ -44,6 +44,8 @@ class StoreManager:
         *,
         min_free: int = 0,
         min_free_percent: float = 0.0,
+        eviction: str = "popularity",
+        object_weight: float = 0.8,
     ) -> None:
         self.root = Path(root)
         self.max_size = max_size
@@ -55,7 +57,9 @@ class StoreManager:
         self.watermark_evictions = 0
         self.sizes: dict[str, int] = {}
         self.used_bytes = 0
-        self.policy = PopularityPolicy.for_disk(max_size)
+        self.policy: LruPolicy | PopularityPolicy = (
+            LruPolicy() if eviction == "lru" else PopularityPolicy(max_size, alpha=object_weight)
+        )
         self.state_path = self.root / "policy.state"
         self.evictions = 0
         self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="manager")

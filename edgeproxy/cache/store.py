@@ -249,8 +249,12 @@ class DiskStore:
         min_free: int = 0,
         min_free_percent: float = 0.0,
         max_object_share: float = 0.5,
+        eviction: str = "popularity",
+        object_weight: float = 0.8,
     ) -> None:
         self.root = Path(root)
+        self.eviction = eviction
+        self.object_weight = object_weight
         # shared: one of several worker processes over this store. Then the manager process
         # owns the byte budget and deletes victims; this index is a per-process view that is
         # capped without unlinking, and an index miss looks on the disk (a sibling may have
@@ -296,9 +300,11 @@ class DiskStore:
         self._unwritable_logged = -UNWRITABLE_LOG_INTERVAL
 
     def _new_policy(self) -> LruPolicy | PopularityPolicy:
-        if self.shared:
+        if self.shared or self.eviction == "lru":
             return LruPolicy(max_object_share=self.max_object_share)
-        return PopularityPolicy.for_disk(self.max_size, max_object_share=self.max_object_share)
+        return PopularityPolicy(
+            self.max_size, alpha=self.object_weight, max_object_share=self.max_object_share
+        )
 
     @property
     def admissions_refused(self) -> int:

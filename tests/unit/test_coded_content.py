@@ -137,3 +137,34 @@ def test_store_budget_settings_parse_and_fail_clearly() -> None:
     for value in (0, 1.5, "half"):
         with pytest.raises(ConfigError, match="max_object_share"):
             parse_config(edit(base(), "store.max_object_share", value), FILE)
+
+
+def test_eviction_settings_parse_and_fail_clearly() -> None:
+    """[store] eviction ("popularity" | "lru") and object_weight (0..1)."""
+    store = parse_config(base(), FILE).store
+    assert (store.eviction, store.object_weight) == ("popularity", 0.8)
+    store = parse_config(
+        edit(edit(base(), "store.eviction", "lru"), "store.object_weight", 0), FILE
+    )
+    assert (store.store.eviction, store.store.object_weight) == ("lru", 0.0)
+    with pytest.raises(ConfigError, match="eviction"):
+        parse_config(edit(base(), "store.eviction", "fifo"), FILE)
+    for value in (-0.1, 1.5, "high", True):
+        with pytest.raises(ConfigError, match="object_weight"):
+            parse_config(edit(base(), "store.object_weight", value), FILE)
+
+
+async def test_store_uses_the_configured_policy(tmp_path) -> None:
+    from edgeproxy.cache.eviction import LruPolicy, PopularityPolicy
+    from edgeproxy.cache.store import DiskStore
+
+    lru = DiskStore(tmp_path / "a", max_size=1 << 20, ram_size=0, ram_object_max=0, eviction="lru")
+    weighted = DiskStore(
+        tmp_path / "b", max_size=1 << 20, ram_size=0, ram_object_max=0, object_weight=0.3
+    )
+    try:
+        assert isinstance(lru.policy, LruPolicy)
+        assert isinstance(weighted.policy, PopularityPolicy) and weighted.policy.alpha == 0.3
+    finally:
+        await lru.close()
+        await weighted.close()
