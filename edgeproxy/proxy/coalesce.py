@@ -30,6 +30,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 log = logging.getLogger("edgeproxy.coalesce")
 
@@ -110,6 +111,10 @@ class Fill:
         self.size_known = True
         # the published body file of a DONE fill (None: not published, or not known)
         self.body_file: str | None = None
+        # the part file, open for reading since the fill began (a local fill; closed by GC
+        # once no follower holds the fill): followers far behind the ring read it, whatever
+        # became of the path (published, then maybe evicted)
+        self.reader: BinaryIO | None = None
         self._ring: deque[tuple[int, bytes]] = deque()
         self._ring_bytes = 0
 

@@ -42,6 +42,7 @@ async def fill_chunks(
     from memory (no executor hop: 200 followers of one fill share the same chunks); older
     ones are read from the part file, opened on first need."""
     fd: int | None = None
+    shared = fill.reader  # the fill's own open part file (a local fill), if it has one yet
     try:
         offset = start
         while end is None or offset < end:
@@ -49,7 +50,17 @@ async def fill_chunks(
             if offset < available:
                 data: bytes | memoryview | None = fill.recent(offset, available - offset)
                 if data is None:
-                    if fd is None:
+                    if fd is None and shared is None:
+                        shared = fill.reader
+                    if fd is None and shared is not None:
+                        # open since the fill began: readable after the publish (rename) and
+                        # even after an eviction unlinked the published body
+                        read = await store.run_io(
+                            os.pread, shared.fileno(), min(available - offset, READ_CHUNK), offset
+                        )
+                        assert isinstance(read, bytes)
+                        data = read
+                    elif fd is None:
                         try:
                             opened = await store.run_io(os.open, head.part_path, os.O_RDONLY)
                         except OSError:
@@ -58,11 +69,13 @@ async def fill_chunks(
                             return
                         assert isinstance(opened, int)
                         fd = opened
-                    read = await store.run_io(
-                        os.pread, fd, min(available - offset, READ_CHUNK), offset
-                    )
-                    assert isinstance(read, bytes)
-                    data = read
+                    if data is None:
+                        assert fd is not None
+                        read = await store.run_io(
+                            os.pread, fd, min(available - offset, READ_CHUNK), offset
+                        )
+                        assert isinstance(read, bytes)
+                        data = read
                 if not data:
                     await fill.changed(0.05)
                     continue
@@ -108,7 +121,10 @@ async def _published(
     stop = entry.size if end is None else end
     offset = start
     while offset < stop:
-        data = await store.read_range(entry, offset, min(READ_CHUNK, stop - offset))
+        try:
+            data = await store.read_range(entry, offset, min(READ_CHUNK, stop - offset))
+        except FileNotFoundError as exc:  # evicted since: this answer cannot be completed
+            raise FillFailed(f"the stored {key_hex} was evicted while being read") from exc
         if not data:
             raise FillFailed("stored body shorter than announced")
         offset += len(data)

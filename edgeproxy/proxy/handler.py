@@ -1521,6 +1521,9 @@ class Node:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
         await fill.announce(head)
+        opener = asyncio.get_running_loop().create_task(self._open_reader(fill, head.part_path))
+        self._background.add(opener)
+        opener.add_done_callback(self._background.discard)
         try:
             await self._stream_fill(
                 req, resp, key, fill, head, member, leader=True, fields=out[:-1]
@@ -1528,6 +1531,12 @@ class Node:
         except ConnectionError:
             resp.abort()  # our client left; the fill task owns the upstream answer
         return True
+
+    async def _open_reader(self, fill: Fill, part_path: str) -> None:
+        """Give the fill an open read handle on its part file, off the first byte's path
+        (followers need it only once they fall RING_BYTES behind)."""
+        with contextlib.suppress(OSError):  # already published: they read the entry
+            fill.reader = await self.store.run_io(open, part_path, "rb", 0)
 
     def _judge(
         self,

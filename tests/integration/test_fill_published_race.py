@@ -80,3 +80,30 @@ async def test_follower_refuses_a_body_another_fill_published(make_node, origin,
         [bytes(c) async for c in fill_chunks(node.node.store, key_hex, fill, fill.head, 0, None)]
     )
     assert got == BODY
+
+
+async def test_follower_far_behind_reads_the_fills_own_handle(make_node, origin, client, tmp_path):
+    """A follower that fell out of the fill's ring (RING_BYTES behind) reads the part file
+    through the handle the fill opened when it began: still readable after the publish
+    renamed it and an eviction unlinked it (it used to fail with FileNotFoundError)."""
+    node, key_hex = await _stored(make_node, origin, client)
+    part = tmp_path / "fill.part"
+    part.write_bytes(BODY)
+    fill = Fill(key_hex, "f2")
+    fill.head = FillHead(
+        status=200,
+        reason="OK",
+        headers=(),
+        content_length=len(BODY),
+        part_path=str(part),
+        ttl=600,
+    )
+    fill.reader = open(part, "rb", buffering=0)  # noqa: SIM115 - the fill owns it
+    fill.written = len(BODY)
+    fill.outcome = Outcome.DONE
+    part.unlink()  # published, then evicted: the path is gone
+    got = b"".join(
+        [bytes(c) async for c in fill_chunks(node.node.store, key_hex, fill, fill.head, 0, None)]
+    )
+    assert got == BODY
+    fill.reader.close()
