@@ -8,14 +8,9 @@ are proven by what reached the origin (and its conditional headers), not by read
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gzip
 import json
 import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -28,6 +23,7 @@ from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import node_config_dict
+from tests.support.multinode import MultiNode
 
 pytestmark = pytest.mark.integration
 
@@ -633,36 +629,6 @@ async def test_access_log_off_by_default(admin_node: Any, origin: Any):
 
 # ---- a multi-process node --------------------------------------------------------------------
 
-WORKERS_TOML = """\
-[node]
-name = "edge-mp"
-role = "edge"
-listen = "127.0.0.1:{port}"
-admin_listen = "127.0.0.1:{admin_port}"
-workers = 2
-
-[store]
-path = "{store}"
-
-[upstream]
-parents = ["http://127.0.0.1:{origin_port}"]
-
-[[policy]]
-name = "default"
-path = "*"
-default_ttl = "1h"
-max_ttl = "1d"
-"""
-
-SERVE = "import sys; from edgeproxy.app import serve; from edgeproxy.config import load_config; "
-SERVE += "serve(load_config(sys.argv[1]))"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
 
 async def test_an_invalidation_reaches_every_worker(origin: Any, tmp_path: Path):
     """Both workers hold v1 in RAM; after the master's invalidation, no connection (whichever
@@ -676,37 +642,10 @@ async def test_an_invalidation_reaches_every_worker(origin: Any, tmp_path: Path)
         return web.Response(body=versions["body"], headers=fields)
 
     origin.routes["/obj"] = versioned
-    port, admin_port = _free_port(), _free_port()
-    config = tmp_path / "node.toml"
-    config.write_text(
-        WORKERS_TOML.format(
-            port=port, admin_port=admin_port, store=tmp_path / "store", origin_port=origin.port
-        )
-    )
-    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
-    env[TOKEN_ENV] = TOKEN
-    log_path = tmp_path / "node.log"
-    with log_path.open("ab") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-c", SERVE, str(config)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            cwd=str(REPO),
-            env=env,
-        )
-    base, admin_base = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{admin_port}"
+    node = MultiNode(tmp_path, origin.port, token=TOKEN)
+    base, admin_base = node.base, node.admin_base
     try:
-        deadline = time.monotonic() + 30
-        workers: list[int] = []
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as s:
-            while len(workers) < 2:
-                assert proc.poll() is None, log_path.read_text()
-                assert time.monotonic() < deadline, log_path.read_text()
-                with contextlib.suppress(aiohttp.ClientError, TimeoutError):
-                    async with s.get(admin_base + "/healthz") as r:
-                        workers = (await r.json()).get("workers", [])
-                await asyncio.sleep(0.1)
+        await node.start()
 
         async def fetch_fresh_connections(n: int) -> list[bytes]:
             bodies = []
@@ -741,10 +680,4 @@ async def test_an_invalidation_reaches_every_worker(origin: Any, tmp_path: Path)
             assert "edgeproxy_invalidations_total" in text and "edgeproxy_store_objects" in text
         assert set(await fetch_fresh_connections(6)) == {b"v2 " * 100}
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
+        node.stop()

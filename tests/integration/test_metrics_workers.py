@@ -9,12 +9,6 @@ upstream is proven by what the origin saw.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -26,6 +20,7 @@ from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import node_config_dict
+from tests.support import multinode
 
 pytestmark = pytest.mark.integration
 
@@ -263,91 +258,11 @@ def test_a_restarted_workers_figures_stay_in_the_masters_sum() -> None:
     assert agg.handle_line(2, "S {not json", 0.0) and agg.bad_lines == 1
 
 
-WORKERS_TOML = """\
-[node]
-name = "edge-mp"
-role = "edge"
-region = "eu-west"
-listen = "127.0.0.1:{port}"
-admin_listen = "127.0.0.1:{admin_port}"
-workers = 2
-
-[store]
-path = "{store}"
-
-[upstream]
-parents = ["http://127.0.0.1:{origin_port}"]
-
-[[policy]]
-name = "default"
-path = "*"
-default_ttl = "1h"
-max_ttl = "1d"
-"""
-
-SERVE = "import sys; from edgeproxy.app import serve; from edgeproxy.config import load_config; "
-SERVE += "serve(load_config(sys.argv[1]))"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class MultiNode:
-    """``edgeproxy serve`` of a 2-worker node as a subprocess (ended by its PID)."""
+class MultiNode(multinode.MultiNode):
+    """The shared 2-worker node, with this module's admin token."""
 
     def __init__(self, tmp_path: Path, origin_port: int) -> None:
-        self.port, self.admin_port = _free_port(), _free_port()
-        self.config = tmp_path / "node.toml"
-        self.store = tmp_path / "store"
-        self.config.write_text(
-            WORKERS_TOML.format(
-                port=self.port,
-                admin_port=self.admin_port,
-                store=self.store,
-                origin_port=origin_port,
-            )
-        )
-        self.log = tmp_path / "node.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.admin_base = f"http://127.0.0.1:{self.admin_port}"
-
-    async def start(self) -> None:
-        env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
-        env[TOKEN_ENV] = TOKEN
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-c", SERVE, str(self.config)],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                cwd=str(REPO),
-                env=env,
-            )
-        deadline = time.monotonic() + 30
-        workers: list[int] = []
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as s:
-            while len(workers) < 2:
-                assert self.proc.poll() is None, self.log.read_text()
-                assert time.monotonic() < deadline, self.log.read_text()
-                with contextlib.suppress(aiohttp.ClientError, TimeoutError):
-                    async with s.get(self.admin_base + "/healthz") as r:
-                        workers = (await r.json()).get("workers", [])
-                await asyncio.sleep(0.1)
-
-    def stop(self) -> None:
-        proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+        super().__init__(tmp_path, origin_port, token=TOKEN)
 
 
 async def fresh(url: str) -> tuple[int, str, bytes]:

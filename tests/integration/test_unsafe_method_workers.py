@@ -6,43 +6,16 @@ through any one of them, none may serve what was stored before it."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import aiohttp
 import pytest
 from aiohttp import web
 
-from tests.integration.test_admin import REPO, SERVE, _free_port
+from tests.support.multinode import MultiNode
 
 pytestmark = pytest.mark.integration
 
-CONFIG = """\
-[node]
-name = "edge-mp"
-role = "edge"
-listen = "127.0.0.1:{port}"
-admin_listen = "127.0.0.1:{admin_port}"
-workers = 2
-
-[store]
-path = "{store}"
-
-[upstream]
-parents = ["http://127.0.0.1:{origin_port}"]
-
-[[policy]]
-name = "default"
-path = "*"
-default_ttl = "1h"
-max_ttl = "1d"
-forward_headers = ["x-variant"]
-"""
 VALUES = ["a", "b", "c", "d", "e", "f"]
 
 
@@ -73,36 +46,10 @@ async def test_a_post_invalidates_every_workers_variants(origin, tmp_path: Path)
 
     origin.routes["/doc"] = doc
     origin.routes["/other"] = other
-    port, admin_port = _free_port(), _free_port()
-    config = tmp_path / "node.toml"
-    config.write_text(
-        CONFIG.format(
-            port=port, admin_port=admin_port, store=tmp_path / "store", origin_port=origin.port
-        )
-    )
-    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
-    log_path = tmp_path / "node.log"
-    with log_path.open("ab") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-c", SERVE, str(config)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            cwd=str(REPO),
-            env=env,
-        )
-    base = f"http://127.0.0.1:{port}"
+    node = MultiNode(tmp_path, origin.port, policy_extra='forward_headers = ["x-variant"]')
+    base = node.base
     try:
-        deadline = time.monotonic() + 30
-        workers: list[int] = []
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as s:
-            while len(workers) < 2:
-                assert proc.poll() is None, log_path.read_text()
-                assert time.monotonic() < deadline, log_path.read_text()
-                with contextlib.suppress(aiohttp.ClientError, TimeoutError):
-                    async with s.get(f"http://127.0.0.1:{admin_port}/healthz") as r:
-                        workers = (await r.json()).get("workers", [])
-                await asyncio.sleep(0.1)
+        await node.start()
         for _ in range(4):  # every variant stored, by whichever worker took the connection
             for value in VALUES:
                 assert await _fresh_get(base, value) == f"v1 for {value}".encode()
@@ -118,10 +65,4 @@ async def test_a_post_invalidates_every_workers_variants(origin, tmp_path: Path)
             for value in VALUES:
                 assert await _fresh_get(base, value) == f"v2 for {value}".encode()
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
+        node.stop()
