@@ -363,13 +363,34 @@ class Coalescer:
         return await self._io(_read)
 
     def remember_uncacheable(self, key_hex: str, now: float) -> None:
-        """Hit-for-miss: for a while, requests for this key skip the queue."""
+        """Hit-for-miss: for a while, requests for this key skip the queue, in this process
+        and (through a marker file read with the lock) in its sibling workers."""
         if len(self.uncacheable) > 100_000:
             self.uncacheable = {k: t for k, t in self.uncacheable.items() if t > now}
-        self.uncacheable[key_hex] = now + self.hit_for_miss_ttl
+        until = now + self.hit_for_miss_ttl
+        self.uncacheable[key_hex] = until
+        if self.across_processes:
+            path = self.dir / f"{key_hex}.hfm"
+
+            def _write() -> None:
+                with contextlib.suppress(OSError):
+                    path.write_text(f"{until}")
+
+            asyncio.get_running_loop().run_in_executor(self._executor, _write)
+
+    def _hit_for_miss_sync(self, key_hex: str) -> float | None:
+        """A sibling's hit-for-miss marker for this key, while it lasts (its end time)."""
+        try:
+            until = float((self.dir / f"{key_hex}.hfm").read_text())
+        except (OSError, ValueError):
+            return None
+        return until if until > time.time() else None
 
     def forget_uncacheable(self, key_hex: str) -> None:
         self.uncacheable.pop(key_hex, None)
+        if self.across_processes:
+            with contextlib.suppress(OSError):
+                (self.dir / f"{key_hex}.hfm").unlink()
 
     async def acquire(self, key_hex: str, *, now: float) -> Lead | Follow | Bypass:
         until = self.uncacheable.get(key_hex)
@@ -412,6 +433,9 @@ class Coalescer:
                 self.local[key_hex] = fill
                 return Lead(fill)
             got = await self._io(self._try_lock, key_hex, fill_id)
+            if isinstance(got, float):  # a sibling found the key uncacheable: skip the queue
+                self.uncacheable[key_hex] = got
+                return Bypass("hit-for-miss")
             if got is True:
                 fill = LocalFill(self, key_hex, fill_id)
                 self.local[key_hex] = fill
@@ -442,7 +466,10 @@ class Coalescer:
             return Follow(remote)
         return Bypass("lock-contention")
 
-    def _try_lock(self, key_hex: str, fill_id: str) -> bool | tuple[int, str] | None:
+    def _try_lock(self, key_hex: str, fill_id: str) -> bool | float | tuple[int, str] | None:
+        until = self._hit_for_miss_sync(key_hex)
+        if until is not None:
+            return until
         path = self.lock_path(key_hex)
         # the lock appears with its content or not at all: write a temp file, link it in
         tmp = self.dir / f".{key_hex}.{fill_id}.new"
