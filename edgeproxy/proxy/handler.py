@@ -817,9 +817,12 @@ class Node:
                 await self.store.drop(entry.key_hex, only=entry)
                 if _RETRIED.get():
                     raise ConnectionError(f"body of {entry.key_hex} vanished twice")
-                _RETRIED.set(True)
-                _, key = self._policy_and_key(req.target, req.hdict)
-                await self._cached_request(req, resp, policy, key)  # now a miss
+                token = _RETRIED.set(True)  # for this request only (a connection's task
+                try:  # serves its next requests in the same context)
+                    _, key = self._policy_and_key(req.target, req.hdict)
+                    await self._cached_request(req, resp, policy, key)  # now a miss
+                finally:
+                    _RETRIED.reset(token)
                 return
         resp.start(
             status,
@@ -983,12 +986,17 @@ class Node:
                 if outcome is None:
                     return  # answered from the fill
                 head = got.fill.head
-                if outcome is Outcome.UNCACHEABLE and head is not None and head.vary:
+                view = _forwarded_view(policy, req.headers) if head is not None else None
+                if (
+                    outcome is Outcome.UNCACHEABLE
+                    and head is not None
+                    and head.vary
+                    and view is not None
+                    and head.vary != self._vary_of_names(head.vary, view)
+                ):
                     # the fill is another variant of this URI (RFC 9111 sec. 4.1): queue for
                     # ours, under the secondary key its selecting fields give ours
-                    vkey = self._vary_key(
-                        policy, key, head.vary, _forwarded_view(policy, req.headers)
-                    )
+                    vkey = self._vary_key(policy, key, head.vary, view)
                     if vkey.variant and vkey.hex != key.hex:
                         key, fwd = vkey, "vary-miss"
                         continue
