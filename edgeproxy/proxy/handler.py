@@ -52,7 +52,6 @@ from edgeproxy.http.cache_control import (
 from edgeproxy.http.cache_status import append_cache_status, cache_status_member, sf_token_or_string
 from edgeproxy.http.conditional import (
     if_range_allows_partial,
-    not_modified,
     not_modified_matches,
 )
 from edgeproxy.http.dates import format_http_date
@@ -94,6 +93,7 @@ from edgeproxy.metrics import (
 )
 from edgeproxy.popularity import Popularity
 from edgeproxy.presign import PresignVerifier
+from edgeproxy.proxy.answers import answer_304
 from edgeproxy.proxy.coalesce import (
     Bypass,
     Coalescer,
@@ -139,12 +139,10 @@ FAST_BLOCKERS = frozenset(
 )
 # Stored fields the cache regenerates itself on every answer.
 NOT_STORED = frozenset({"age", "cache-status", "content-length", "set-cookie"})
-# Fields never sent in a 304 (RFC 9110 sec. 15.4.5: the 304 carries metadata, no content fields)
 BODY_READ = 1024 * 1024  # bytes of a stored body read per step when it is not mapped
 # set once a request's stored body vanished under it (evicted): it is retried as a miss once
 _RETRIED: contextvars.ContextVar[bool] = contextvars.ContextVar("edgeproxy_retried", default=False)
 DECODE_READ = 256 * 1024  # bytes of a stored coded body read per step when decoding per request
-NOT_IN_304 = frozenset({"content-length", "content-range", "transfer-encoding"})
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 WAIT_TIMEOUT = 30.0
 FILL_READ_CHUNK = 256 * 1024
@@ -776,17 +774,7 @@ class Node:
         fields.append(("Cache-Status", append_cache_status(upstream_status, member)))
         headers = req.headers
         stored_date = entry.date
-        if entry.status == 200 and not_modified(
-            req.method,
-            headers,
-            entry.etag,
-            entry.last_modified,
-            date=stored_date,
-            received_at=entry.response_time,
-        ):
-            resp.start(
-                304, [f for f in fields if f[0].lower() not in NOT_IN_304], content_length=None
-            )
+        if entry.status == 200 and answer_304(req, resp, entry, fields):
             return
         length = entry.size
         start, count, status = 0, length, entry.status
@@ -890,17 +878,8 @@ class Node:
         fields = decoded_headers(self._head_fields(entry, policy), coded)
         fields.append(("Age", str(int(entry.age(now)))))
         fields.append(("Cache-Status", append_cache_status(upstream_status, member)))
-        if entry.status == 200 and not_modified(
-            req.method,
-            req.headers,
-            variant_etag(entry.etag, f"{coded}-identity"),
-            entry.last_modified,
-            date=entry.date,
-            received_at=entry.response_time,
-        ):
-            resp.start(
-                304, [f for f in fields if f[0].lower() not in NOT_IN_304], content_length=None
-            )
+        etag = variant_etag(entry.etag, f"{coded}-identity")
+        if entry.status == 200 and answer_304(req, resp, entry, fields, etag=etag):
             return
         resp.start(entry.status, fields, content_length=None, reason=entry.reason)
         if req.method == "HEAD":

@@ -32,7 +32,7 @@ from edgeproxy.cache.entry import Entry
 from edgeproxy.cache.key import CacheKey, build_key
 from edgeproxy.config import PolicyConfig
 from edgeproxy.http.cache_status import append_cache_status
-from edgeproxy.http.conditional import if_range_allows_partial, not_modified
+from edgeproxy.http.conditional import if_range_allows_partial
 from edgeproxy.http.ranges import (
     UNSATISFIABLE,
     parse_content_range,
@@ -40,6 +40,7 @@ from edgeproxy.http.ranges import (
     slice_bounds,
     slice_indexes,
 )
+from edgeproxy.proxy.answers import answer_304
 from edgeproxy.proxy.coalesce import Bypass, FillHead, Follow, LocalFill, Outcome
 from edgeproxy.proxy.fillread import FillFailed, fill_chunks
 from edgeproxy.proxy.upstream import UpstreamError
@@ -153,19 +154,7 @@ class Slicer:
         fields = node._head_fields(manifest, policy)
         fields.append(("Age", str(int(manifest.age(now)))))
         fields.append(("Cache-Status", append_cache_status(upstream_status, member)))
-        if not_modified(
-            req.method,
-            req.headers,
-            manifest.etag,
-            manifest.last_modified,
-            date=manifest.date,
-            received_at=manifest.response_time,
-        ):
-            resp.start(
-                304,
-                [f for f in fields if f[0].lower() not in ("content-length", "content-range")],
-                content_length=None,
-            )
+        if answer_304(req, resp, manifest, fields):
             return
         first, last, status = 0, total - 1, 200
         value = req.headers.get("range")
