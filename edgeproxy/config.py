@@ -162,7 +162,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Literal, NoReturn
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from edgeproxy.cache.key import BadRequestTarget, normalize_path  # pure, imports no config
 from edgeproxy.http.cors import CorsRules  # pure
@@ -573,9 +573,9 @@ def parse_listen(text: str) -> tuple[str, int]:
     return host, int(port_text)
 
 
-def _base_url(text: str, example: str = "http://127.0.0.1:8081") -> str:
-    """Validate a base URL (http/https, a host, no path/query/credentials); no trailing "/"."""
-    hint = f'use a base URL such as "{example}"'
+def _http_url(text: str, hint: str, credentials_hint: str) -> SplitResult:
+    """The parts of an http(s) URL with a host, no credentials and no port 0 (shared checks of
+    base URLs and health URLs); ``ValueError`` naming the problem and ``hint`` otherwise."""
     if any(c <= " " or c == "\x7f" for c in text):
         raise ValueError(f"{_show(text)} contains spaces or control characters; {hint}")
     try:
@@ -588,7 +588,14 @@ def _base_url(text: str, example: str = "http://127.0.0.1:8081") -> str:
     if port == 0:
         raise ValueError(f"{_show(text)}: port 0 is not a port; {hint}")
     if parts.username is not None or parts.password is not None:
-        raise ValueError(f"{_show(text)}: no credentials in URLs; use upstream.s3.access_key_env")
+        raise ValueError(f"{_show(text)}: no credentials in URLs; {credentials_hint}")
+    return parts
+
+
+def _base_url(text: str, example: str = "http://127.0.0.1:8081") -> str:
+    """Validate a base URL (http/https, a host, no path/query/credentials); no trailing "/"."""
+    hint = f'use a base URL such as "{example}"'
+    parts = _http_url(text, hint, "use upstream.s3.access_key_env")
     if parts.path not in ("", "/") or parts.query or parts.fragment:
         raise ValueError(f"{_show(text)}: no path, query or fragment allowed; {hint}")
     return f"{parts.scheme}://{parts.netloc}"
@@ -1197,19 +1204,7 @@ def _health_url(text: str) -> str:
     without a path gets ``/healthz``."""
     example = "http://127.0.0.1:9081/healthz"
     hint = f'use the URL of the parent\'s admin listener, e.g. "{example}"'
-    if any(c <= " " or c == "\x7f" for c in text):
-        raise ValueError(f"{_show(text)} contains spaces or control characters; {hint}")
-    try:
-        parts = urlsplit(text)
-        port = parts.port
-    except ValueError as err:
-        raise ValueError(f"{_show(text)} is not a URL ({err}); {hint}") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"{_show(text)} is not an http(s) URL with a host; {hint}")
-    if port == 0:
-        raise ValueError(f"{_show(text)}: port 0 is not a port; {hint}")
-    if parts.username is not None or parts.password is not None:
-        raise ValueError(f"{_show(text)}: no credentials in URLs; {hint}")
+    parts = _http_url(text, hint, hint)
     if parts.query or parts.fragment:
         raise ValueError(f"{_show(text)}: no query or fragment allowed; {hint}")
     path = parts.path if parts.path not in ("", "/") else "/healthz"

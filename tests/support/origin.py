@@ -14,12 +14,12 @@ from multidict import CIMultiDict
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-@dataclass
-class ScriptedOrigin:
-    routes: dict[str, Handler] = field(default_factory=dict)
-    seen: list[tuple[str, str, CIMultiDict[str]]] = field(default_factory=list)
-    port: int = 0
-    _runner: web.AppRunner | None = None
+class RecordingOrigin:
+    """What every test origin offers: its endpoint and the requests it saw (``seen``: method,
+    target, headers), counted per path."""
+
+    seen: list[tuple[str, str, CIMultiDict[str]]]
+    port: int
 
     @property
     def endpoint(self) -> str:
@@ -37,6 +37,14 @@ class ScriptedOrigin:
             if target.partition("?")[0] == path:
                 return headers
         raise KeyError(path)
+
+
+@dataclass
+class ScriptedOrigin(RecordingOrigin):
+    routes: dict[str, Handler] = field(default_factory=dict)
+    seen: list[tuple[str, str, CIMultiDict[str]]] = field(default_factory=list)
+    port: int = 0
+    _runner: web.AppRunner | None = None
 
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
         self.seen.append((request.method, request.raw_path, CIMultiDict(request.headers)))

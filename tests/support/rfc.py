@@ -22,6 +22,8 @@ import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
 
+from tests.support.origin import RecordingOrigin
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Fields = Mapping[str, str] | Iterable[tuple[str, str]]
 
@@ -223,7 +225,7 @@ RawAnswer = Callable[[str, str, CIMultiDict[str]], bytes]
 
 
 @dataclass
-class RawOrigin:
+class RawOrigin(RecordingOrigin):
     """An HTTP/1.1 origin that answers each request with scripted bytes (keep-alive).
 
     ``routes[path]`` is a function (method, target, headers) -> response bytes (see
@@ -233,23 +235,6 @@ class RawOrigin:
     seen: list[tuple[str, str, CIMultiDict[str]]] = field(default_factory=list)
     port: int = 0
     _server: asyncio.Server | None = None
-
-    @property
-    def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def count(self, path: str, method: str | None = None) -> int:
-        return sum(
-            1
-            for m, target, _ in self.seen
-            if target.partition("?")[0] == path and (method is None or m == method)
-        )
-
-    def last_headers(self, path: str) -> CIMultiDict[str]:
-        for _, target, headers in reversed(self.seen):
-            if target.partition("?")[0] == path:
-                return headers
-        raise KeyError(path)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
