@@ -883,7 +883,9 @@ def _toml_str(value: str) -> str:
 
 
 def reference_policies(
-    ttls: Sequence[tuple[str, str]] = REFERENCE_TTLS, compress: bool = True
+    ttls: Sequence[tuple[str, str]] = REFERENCE_TTLS,
+    compress: bool = True,
+    slice_threshold: str = "1MiB",
 ) -> str:
     """``[[policy]]`` tables with the reference deployment's TTLs and keys (conf/edge.toml
     without the response headers, which nginx and Varnish do not add either)."""
@@ -902,7 +904,7 @@ def reference_policies(
         if compress and not any(line.startswith("compress") for line in lines):
             out.append("compress = true")
         if prefix == "/audio/":
-            out += ['slice_size = "1MiB"', 'slice_threshold = "8MiB"']
+            out += ['slice_size = "1MiB"', f"slice_threshold = {_toml_str(slice_threshold)}"]
         out.append("")
     return "\n".join(out)
 

@@ -19,13 +19,20 @@ What runs (127.0.0.1 only; everything started here is stopped by PID, also on Ct
   - ``edgeproxy (3 tiers)``: edge-1 -> regional-1 -> shield-1 -> relay -> SeaweedFS, one
     process each (one worker), only the shield signing with the S3 credentials. Disk budgets
     are shares of the catalog's bytes (edge 20 %, regional 60 %, shield 150 %: the edge holds
-    the hot part, as the reference's edges hold the top plays); RAM layers at role defaults.
+    the hot part, as the reference's edges hold the top plays); RAM layers at role defaults;
+    the policies of ``conf/`` (audio as 1 MiB slices at the edge and the regional, whole
+    tracks at the shield: :data:`SLICE_THRESHOLD`).
 * Load: ``wrk`` with ``zipf_mix.lua`` (``ZIPF_MIX_COUNT=1``: which cache answered, statuses),
   ``-c CONNECTIONS`` connections, each waiting an exponential think time (mean
   ``--think-ms``) between requests: a steady request rate well below saturation, since the
-  reference's figures are response times, not peak throughput. First ``--warm`` seconds of
-  the same workload per system (not measured: the caches fill as they would in production,
-  nothing is preloaded), then ``--rounds`` x ``--duration`` seconds measured.
+  reference's figures are response times, not peak throughput.
+* Steady state first, per system (not measured): every object of the catalog fetched once
+  through it (:func:`preload`: the reference's deployment has served its catalog many times
+  over, and preloads predicted-hot tracks; a minute of a 1,300-object catalog from empty
+  caches would measure compulsory misses, a full origin round trip each), then ``--warm``
+  seconds of the workload (caches settle on what it asks for). ``--no-preload`` skips the
+  pass and measures the cold start instead. Then ``--rounds`` x ``--duration`` seconds
+  measured, each round with its own request sequence (a seed other than the warm-up's).
 
 Reported per system: requests, mean and p99 latency at the edge (wrk's histogram), the share
 answered by each tier (the first ``Cache-Status`` member saying ``hit``; nginx:
@@ -74,6 +81,11 @@ REFERENCE_BEFORE = {"mean_ms": 180.0, "p99_ms": 850.0, "hit": 0.75, "origin_load
 REFERENCE_AFTER = {"mean_ms": 12.0, "p99_ms": 45.0, "hit": 0.9995, "origin_load": 0.02}
 #: store budgets of the tiers, as shares of the catalog's bytes
 SHARES = {"edge": 0.20, "regional": 0.60, "shield": 1.50}
+#: audio over this size is cached as 1 MiB slices: the edge and the regional keep the parts of
+#: tracks that are played (a 512 KiB range costs a 1 MiB fetch, not the whole track); the
+#: shield fetches whole tracks (one origin request per track, the slices' ranges are
+#: answered from it)
+SLICE_THRESHOLD = {"edge": "1MiB", "regional": "1MiB", "shield": "8MiB"}
 
 
 @dataclass
@@ -86,6 +98,8 @@ class Options:
     rounds: int = 1
     soak: float = 0.0
     sample: float = 5.0
+    systems: tuple[str, ...] = SYSTEMS
+    preload: bool = True
 
 
 @dataclass
@@ -137,6 +151,7 @@ def start_topology(
                 admin,
                 store / "store",
                 max_size=_size(catalog_bytes * SHARES[tier]),
+                policies=common.reference_policies(slice_threshold=SLICE_THRESHOLD[tier]),
                 **kwargs,
             )
             env = {common.ACCESS_ENV: access, common.SECRET_ENV: secret} if tier == "shield" else {}
@@ -162,9 +177,10 @@ def start_topology(
 
 
 def _wrk(
-    url: str, seconds: float, opts: Options, catalog_file: Path, prefix: str
+    url: str, seconds: float, opts: Options, catalog_file: Path, prefix: str, seed: int = 11
 ) -> common.WrkResult:
-    """The Zipf mix with counting and think time (the environment is wrk's, see the Lua)."""
+    """The Zipf mix with counting and think time (the environment is wrk's, see the Lua);
+    ``seed`` picks the request sequence (warm-up and each measured round use their own)."""
     os.environ["ZIPF_MIX_COUNT"] = "1"
     os.environ["ZIPF_MIX_THINK_MS"] = f"{opts.think_ms:g}"
     try:
@@ -174,12 +190,36 @@ def _wrk(
             opts.connections,
             cpu=None,
             script=LUA,
-            script_args=[f"catalog={catalog_file}", f"prefix={prefix}", "seed=11"],
+            script_args=[f"catalog={catalog_file}", f"prefix={prefix}", f"seed={seed}"],
             timeout_s=30,
         )
     finally:
         os.environ.pop("ZIPF_MIX_COUNT", None)
         os.environ.pop("ZIPF_MIX_THINK_MS", None)
+
+
+def preload(url: str, catalog_file: Path, *, parallel: int = 16) -> int:
+    """GET every object of the catalog once through ``url`` (whole objects, ``parallel`` at
+    a time, bodies read): the state of a deployment that has served its whole catalog before,
+    as the reference's long-running one has (and it preloads predicted-hot tracks). Without it
+    a minute-long run of a 1,300-object catalog measures first requests (compulsory misses,
+    a full origin round trip each) rather than the steady state. Returns the failures."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    # the request headers zipf_mix.lua sends per kind (they are part of the cache keys)
+    headers = {
+        "image": {"Accept": "image/avif,image/webp,image/*,*/*;q=0.8"},
+        "json": {"Accept-Encoding": "gzip"},
+    }
+    objects = [line.split("\t")[:2] for line in catalog_file.read_text().splitlines() if line]
+
+    def get(kind_path: list[str]) -> bool:
+        kind, path = kind_path
+        status, _, _ = common.http_get(url + path, headers.get(kind), timeout=60)
+        return status == 200
+
+    with ThreadPoolExecutor(parallel) as pool:
+        return sum(1 for ok in pool.map(get, objects) if not ok)
 
 
 def _edge_results(topo: Topology) -> dict[str, int]:
@@ -198,19 +238,24 @@ def run_reference(
         NGINX: (topo.nginx_url, ""),
         EDGEPROXY: (topo.nodes["edge"].url, ""),
     }
-    if opts.warm > 0:
-        for name in (NGINX, EDGEPROXY):
-            url, prefix = targets[name]
+    for name in (n for n in (NGINX, EDGEPROXY) if n in opts.systems):
+        url, prefix = targets[name]
+        if opts.preload:
+            log(f"  reference: {name}: every object once (preload) ...")
+            failed = preload(url, catalog_file)
+            if failed:
+                log(f"  reference: {name}: {failed} preload GETs failed")
+        if opts.warm > 0:
             log(f"  reference: warming {name} with the workload for {opts.warm:g} s ...")
             _wrk(url, opts.warm, opts, catalog_file, prefix)
-    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in SYSTEMS}
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in opts.systems}
     for rnd in range(opts.rounds):
-        order = SYSTEMS if rnd % 2 == 0 else tuple(reversed(SYSTEMS))
+        order = opts.systems if rnd % 2 == 0 else tuple(reversed(opts.systems))
         for name in order:
             url, prefix = targets[name]
             relay_before = topo.relay.stats()
             edge_before = _edge_results(topo) if name == EDGEPROXY else {}
-            result = _wrk(url, opts.duration, opts, catalog_file, prefix)
+            result = _wrk(url, opts.duration, opts, catalog_file, prefix, seed=101 + rnd)
             relay_after = topo.relay.stats()
             origin_requests = relay_after["requests"] - relay_before["requests"]
             origin_bytes = relay_after["bytes"] - relay_before["bytes"]
@@ -458,8 +503,16 @@ def reference_markdown(result: dict[str, Any]) -> list[str]:
         f"Origin fetch ~{opts['origin_delay_ms']:g} ms (a delaying relay in front of SeaweedFS, "
         f"{opts['origin_delay_ms'] / 2:g} ms each direction); Zipf mix (`zipf_mix.lua`) with "
         f"{opts['connections']} connections and {opts['think_ms']:g} ms mean think time, "
-        f"{opts['warm']:g} s of warm-up per system, then {opts['rounds']} x "
-        f"{opts['duration']:g} s measured. Tier links on loopback (not delayed).",
+        + (
+            "every object fetched once through each cache first (steady state, not cold "
+            "start: see `reference_scenario.py`), then "
+            if opts.get("preload", True)
+            else "caches empty at the start (cold start), "
+        )
+        + f"{opts['warm']:g} s of warm-up per system, then {opts['rounds']} x "
+        f"{opts['duration']:g} s measured, each round with its own request sequence. Tier "
+        "links on loopback (not delayed). Audio is cached as 1 MiB slices at the edge and "
+        "the regional.",
         "",
         common.render_markdown(header, rows, left=1),
         "",
@@ -503,9 +556,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=None)
     p.add_argument("--soak", type=float, default=0.0, help="soak seconds after (0: none)")
     p.add_argument("--sample", type=float, default=5.0)
+    p.add_argument(
+        "--systems",
+        default="all",
+        help="comma-separated subset of: nocache, nginx, edgeproxy (default: all)",
+    )
+    p.add_argument(
+        "--no-preload",
+        dest="preload",
+        action="store_false",
+        help="start from empty caches (only the workload warm-up): measures the cold start",
+    )
     p.add_argument("--json", type=Path, help="write the figures as JSON here")
     p.add_argument("--output", type=Path, help="markdown (default: results/reference-DATE.md)")
     a = p.parse_args(argv)
+    short = {"nocache": NO_CACHE, "nginx": NGINX, "edgeproxy": EDGEPROXY}
+    picked = set(short) if a.systems == "all" else set(a.systems.split(","))
+    if not picked <= set(short):
+        p.error(f"--systems: unknown {', '.join(sorted(picked - set(short)))}")
+    systems = tuple(name for key, name in short.items() if key in picked)
     opts = Options(
         origin_delay_ms=a.origin_delay_ms,
         connections=a.connections,
@@ -515,6 +584,8 @@ def main(argv: list[str] | None = None) -> int:
         rounds=a.rounds if a.rounds is not None else (1 if a.quick else 2),
         soak=a.soak,
         sample=a.sample,
+        systems=systems,
+        preload=a.preload,
     )
     missing = common.ensure_tools(["nginx", "wrk"])
     if missing:

@@ -230,7 +230,10 @@ function done(summary, latency, requests)
   total.latency_ms = {
     mean = latency.mean / 1000,
     p50 = latency:percentile(50) / 1000,
+    p75 = latency:percentile(75) / 1000,
     p90 = latency:percentile(90) / 1000,
+    p95 = latency:percentile(95) / 1000,
+    p98 = latency:percentile(98) / 1000,
     p99 = latency:percentile(99) / 1000,
     max = latency.max / 1000,
   }
