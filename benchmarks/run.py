@@ -107,7 +107,7 @@ FULL = Settings(
     mix_duration=10,
     warmup=1,
     catalog=(40, 80, 1000, 10),
-    herd_args=("--rounds", "3", "--large"),
+    herd_args=("--rounds", "5", "--large"),
     late_range_args=("--rounds", "3"),
     reference=ref.Options(warm=30, duration=30, rounds=2, soak=600, sample=10),
     quiet_budget=120,

@@ -281,8 +281,15 @@ class Master:
             log.warning("cannot ban %s after an unsafe method: %s", path, exc)
 
     async def _watch(self, proc: asyncio.subprocess.Process, generation: int) -> None:
+        from edgeproxy.cache.store import remove_temporary_files_of
+
         code = await proc.wait()
         self.workers.pop(proc.pid, None)
+        # before a new process could be given its PID: what it was writing can never be
+        # published (a clean exit leaves nothing; a kill -9 leaves its part files)
+        removed = remove_temporary_files_of(self.config.store.path, proc.pid)
+        if removed:
+            log.info("removed %d temporary files of worker %d", removed, proc.pid)
         if self.stopping or generation != self.generation:
             return
         self.restarts += 1

@@ -45,6 +45,7 @@ class Entry:
         "lifetime",
         "mapped",
         "path",
+        "range_head_cache",
         "reason",
         "request_time",
         "response_time",
@@ -102,6 +103,7 @@ class Entry:
         self.mapped: Any = None  # mmap of the body, opened lazily by the store
         self.handle: Any = None  # the open body file next to ``mapped`` (for sendfile)
         self.head_cache: Any = None  # pre-serialised response head, built by the server
+        self.range_head_cache: Any = None  # the same for a 206, up to its Content-Range
         self.set_headers(headers)
 
     def set_headers(self, headers: list[tuple[str, str]]) -> None:
@@ -120,6 +122,7 @@ class Entry:
         # now - response_time + initial_age < lifetime.
         self.fresh_until = self.response_time - self.initial_age + self.lifetime
         self.head_cache = None
+        self.range_head_cache = None
 
     def header_multidict(self) -> CIMultiDict[str]:
         return CIMultiDict(self.headers)

@@ -82,7 +82,7 @@ from edgeproxy.http.headers import (
     strip_hop_by_hop,
     update_stored_headers,
 )
-from edgeproxy.http.ranges import UNSATISFIABLE, parse_content_range, parse_range
+from edgeproxy.http.ranges import UNSATISFIABLE, parse_content_range, parse_range, slice_bounds
 from edgeproxy.metrics import (
     REQUEST_MARK,
     TTFB_BUCKETS,
@@ -107,7 +107,7 @@ from edgeproxy.proxy.coalesce import (
 from edgeproxy.proxy.compress import decode_chunks
 from edgeproxy.proxy.fillread import FillFailed, fill_chunks
 from edgeproxy.proxy.s3 import map_s3_status, s3_error_code
-from edgeproxy.proxy.slices import Slicer
+from edgeproxy.proxy.slices import Slicer, same_version
 from edgeproxy.proxy.upstream import NoSuchTarget, Upstream, UpstreamError
 from edgeproxy.proxy.variants import Variants
 from edgeproxy.signing import PARAMS, Refusal, parse_keys, strip_params
@@ -311,9 +311,12 @@ class Node:
         if method != "GET" and method != "HEAD":
             return False
         hdict = req.hdict
+        range_value = None
         for name in hdict:
             if name in FAST_BLOCKERS:
-                return False
+                if name != "range" or method != "GET":
+                    return False
+                range_value = hdict[name]  # a plain Range (no If-Range): see _fast_range
         try:
             policy, key = self._policy_and_key(req.target, hdict)
         except BadRequestTarget:
@@ -324,7 +327,9 @@ class Node:
             return False  # the slow path redirects or refuses it
         store = self.store
         entry = store.index.get(key.hex)
-        if entry is None or not entry.verified or entry.cc.no_cache or entry.sliced is not None:
+        if entry is None or not entry.verified or entry.cc.no_cache:
+            return False
+        if entry.sliced is not None and range_value is None:
             return False
         vary = entry.vary
         if vary is not None and not self._vary_matches_fast(vary, policy, hdict):
@@ -337,6 +342,8 @@ class Node:
             return False  # invalidated: the slow path marks it stale or drops it
         if policy.signed_urls is not None and self._url_refusal(req, policy, key, now):
             return False  # the slow path answers 403
+        if range_value is not None:
+            return self._fast_range(req, conn, policy, key, entry, range_value, now)
         coded = entry.coded
         if coded is not None and must_decode(hdict.get("accept-encoding"), coded):
             return False  # the origin's coding is refused: the slow path decodes
@@ -403,6 +410,99 @@ class Node:
             self.access_log.write(req, entry.status, nbytes, "hit", None, time.monotonic())
         return True
 
+    def _fast_range(
+        self,
+        req: Request,
+        conn: HttpConnection,
+        policy: PolicyConfig,
+        key: CacheKey,
+        entry: Entry,
+        value: str,
+        now: float,
+    ) -> bool:
+        """The fast path of a GET with one satisfiable Range (RFC 9110 sec. 14.2) on a fresh
+        entry (checked by :meth:`try_fast`): 206 from the stored body, or from the one slice
+        of a slice manifest that holds the whole range, in RAM or mapped. The same answer as
+        the slow path (:meth:`_serve_entry`, :meth:`Slicer.serve`); False for anything else
+        (several ranges, 416, bad syntax, a range across slices, a slice not held, an
+        origin-coded entry): the slow path answers it."""
+        if entry.coded is not None or entry.status != 200:
+            return False
+        if policy.unacceptable_encoding == "406" and "accept-encoding" in req.hdict:
+            return False  # the slow path checks that identity is acceptable
+        sliced = entry.sliced
+        total = entry.size if sliced is None else sliced[0]
+        ranges = parse_range(value, total)
+        if not isinstance(ranges, list) or len(ranges) != 1:
+            return False
+        first, last = ranges[0]
+        store = self.store
+        source = entry
+        offset = first
+        if sliced is not None:
+            slice_size = sliced[1]
+            index = first // slice_size
+            if last // slice_size != index:
+                return False
+            part = store.index.get(self.slicer.slice_key(policy, key, index).hex)
+            start, end = slice_bounds(index, slice_size, total)
+            if (
+                part is None
+                or not part.verified
+                or part.size != end - start + 1
+                or not same_version(entry, part.etag, part.last_modified)
+            ):
+                return False
+            source, offset = part, first - start
+        body = store.ram.get(source.key_hex)
+        if body is None:
+            body = source.mapped
+            if body is None:
+                return False
+        store.touch(entry.key_hex, now)
+        if source is not entry:
+            store.touch(source.key_hex, now)
+        second = int(now)
+        cached = entry.range_head_cache
+        if cached is not None and cached[0] == second:
+            prefix = cached[1]
+        else:
+            prefix = self._build_hit_head(entry, policy, now, status=206)
+            entry.range_head_cache = (second, prefix)
+        count = last - first + 1
+        head = prefix + b"Content-Range: bytes %d-%d/%d\r\nContent-Length: %d\r\n" % (
+            first,
+            last,
+            total,
+            count,
+        )
+        if not req.keep_alive:
+            head += b"Connection: close\r\n"
+        elif req.version == "1.0":
+            head += b"Connection: keep-alive\r\n"
+        cors_rules = policy.cors
+        if cors_rules is not None and "origin" in req.hdict:
+            head += cors_rules.actual_block(req.hdict["origin"])
+        head += b"\r\n"
+        payload = memoryview(body)[offset : offset + count]
+        if count <= 65536:
+            conn.write(head + payload)
+        else:
+            conn.writelines([head, payload])  # one writev
+        counters = self.counters
+        counters["hit"] = counters.get("hit", 0) + 1
+        self.fast_hits += 1
+        ttfb = time.monotonic() - req.received_at
+        self.fast_ttfb[bisect_left(TTFB_BUCKETS, ttfb)] += 1
+        self.fast_ttfb_sum += ttfb
+        self.fast_bytes += count
+        odd = self.fast_odd_status
+        odd[206] = odd.get(206, 0) + 1
+        self.popularity.hit(key.path, now)
+        if self.access_log is not None:
+            self.access_log.write(req, 206, count, "hit", None, time.monotonic())
+        return True
+
     def _vary_matches_fast(
         self, vary: dict[str, str | None], policy: PolicyConfig, hdict: dict[str, str]
     ) -> bool:
@@ -420,14 +520,23 @@ class Node:
                 return False
         return True
 
-    def _build_hit_head(self, entry: Entry, policy: PolicyConfig, now: float) -> bytes:
+    def _build_hit_head(
+        self, entry: Entry, policy: PolicyConfig, now: float, status: int = 0
+    ) -> bytes:
+        """The head of a fresh hit on ``entry``, ended (Content-Length, blank line); with
+        ``status`` 206 only up to the Cache-Status field (the caller adds Content-Range,
+        Content-Length and the end)."""
         member = cache_status_member(self.sf_name, hit=True, ttl=entry.ttl(now))
-        lines = [f"HTTP/1.1 {entry.status} {entry.reason}\r\n"]
+        if status == 206:
+            lines = ["HTTP/1.1 206 Partial Content\r\n"]
+        else:
+            lines = [f"HTTP/1.1 {entry.status} {entry.reason}\r\n"]
         for name, value in self._head_fields(entry, policy):
             lines.append(f"{name}: {value}\r\n")
         lines.append(f"Age: {int(entry.age(now))}\r\n")
         lines.append(f"Cache-Status: {member}\r\n")
-        lines.append(f"Content-Length: {entry.size}\r\n\r\n")
+        if status != 206:
+            lines.append(f"Content-Length: {entry.size}\r\n\r\n")
         return "".join(lines).encode("latin-1")
 
     # ---- full pipeline ---------------------------------------------------------------------

@@ -60,7 +60,9 @@ class VersionChanged(Exception):
     """The origin object changed between slices."""
 
 
-def _same_version(manifest: Entry, etag: str | None, last_modified: str | None) -> bool:
+def same_version(manifest: Entry, etag: str | None, last_modified: str | None) -> bool:
+    """A slice (its ``etag`` / ``last_modified``) belongs to the manifest's version of the
+    object: the ETag decides when the manifest has one, else Last-Modified."""
     if manifest.etag:
         return etag == manifest.etag
     if manifest.last_modified:
@@ -215,7 +217,7 @@ class Slicer:
             if (
                 entry is not None
                 and entry.size == size
-                and _same_version(manifest, entry.etag, entry.last_modified)
+                and same_version(manifest, entry.etag, entry.last_modified)
                 and await store.ensure_readable(entry)
             ):
                 body = store.ram_body(entry)
@@ -234,7 +236,7 @@ class Slicer:
                     if await fill.wait_head(WAIT_TIMEOUT):
                         assert fill.head is not None
                         fields = CIMultiDict(fill.head.headers)
-                        if fill.head.content_length != size or not _same_version(
+                        if fill.head.content_length != size or not same_version(
                             manifest, fields.get("etag"), fields.get("last-modified")
                         ):
                             # a fill of another version: never followed into this answer
@@ -310,14 +312,14 @@ class Slicer:
                 if (
                     span is None
                     or span[2] != total
-                    or not _same_version(manifest, etag, last_modified)
+                    or not same_version(manifest, etag, last_modified)
                 ):
                     raise VersionChanged(key.path)
                 if span[0] != a or span[1] != b:
                     raise UpstreamError(502, f"slice answered {span}, asked {a}-{b}")
             elif upstream.status == 200:
                 # the parent ignored Range: take the window from the whole body
-                if upstream.content_length not in (None, total) or not _same_version(
+                if upstream.content_length not in (None, total) or not same_version(
                     manifest, etag, last_modified
                 ):
                     raise VersionChanged(key.path)

@@ -583,7 +583,8 @@ async def test_killed_leader_worker_cuts_its_followers_and_the_key_is_fetched_ag
     herd: Herd,
 ) -> None:
     """kill -9 of the worker leading a fill: followers in the other worker see its lock go
-    dangling and cut their clients; nothing is stored; the next request fetches again."""
+    dangling and cut their clients; nothing is stored; the master removes the dead worker's
+    part file; the next request fetches again."""
     body = body_of(BIG, 7)
     slow = Slow(body, gate=asyncio.Event())
     herd.origin.routes["/herd/orphan.bin"] = slow
@@ -604,8 +605,18 @@ async def test_killed_leader_worker_cuts_its_followers_and_the_key_is_fetched_ag
         leader_pid = int(json.loads(lock.read_bytes())["pid"])
         _, data = await herd.node.health()
         assert leader_pid in data["workers"]  # type: ignore[operator]
+        tmp = herd.node.store / "tmp"
+
+        def parts_of_leader() -> list[str]:
+            return [n for n in os.listdir(tmp) if n.split(".")[1:2] == [str(leader_pid)]]
+
+        assert any(n.endswith(".part") for n in parts_of_leader()), os.listdir(tmp)
         os.kill(leader_pid, signal.SIGKILL)
         got = await asyncio.wait_for(asyncio.gather(*clients), 30)
+        deadline = time.monotonic() + 10
+        while parts_of_leader() and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert parts_of_leader() == []  # not left until the node restarts
     assert slow.gate is not None
     slow.gate.set()
 

@@ -194,3 +194,26 @@ async def test_mapped_bodies_are_bounded(tmp_path: Path, monkeypatch) -> None:
     assert await store.ensure_readable(entries[0])
     assert bytes(entries[0].mapped) == b"\x00" * 100
     await store.close()
+
+
+def test_remove_temporary_files_of_takes_only_that_process_files(tmp_path: Path) -> None:
+    """What a dead worker left in tmp/ goes; a live sibling's files with a PID that merely
+    contains the dead one's digits, and other names, stay."""
+    from edgeproxy.cache.store import remove_temporary_files_of
+
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    dead = [f"{'a' * 32}.4242.0011aabb.part", f"{'b' * 32}.4242.ccdd0011.meta", "policy.state.4242"]
+    alive = [
+        f"{'a' * 32}.42421.0011aabb.part",
+        f"{'c' * 32}.424.4242abcd.part",
+        f"{'d' * 32}.77.4242.part",
+        "policy.state.42",
+        "notes.txt",
+    ]
+    for name in dead + alive:
+        (tmp / name).write_bytes(b"x")
+    assert remove_temporary_files_of(tmp_path, 4242) == len(dead)
+    assert sorted(os.listdir(tmp)) == sorted(alive)
+    assert remove_temporary_files_of(tmp_path, 4242) == 0
+    assert remove_temporary_files_of(tmp_path / "missing", 4242) == 0
