@@ -885,10 +885,12 @@ def _toml_str(value: str) -> str:
 def reference_policies(
     ttls: Sequence[tuple[str, str]] = REFERENCE_TTLS,
     compress: bool = True,
-    slice_threshold: str = "1MiB",
+    slice_threshold: str = "8MiB",
 ) -> str:
-    """``[[policy]]`` tables with the reference deployment's TTLs and keys (conf/edge.toml
-    without the response headers, which nginx and Varnish do not add either)."""
+    """``[[policy]]`` tables with the reference deployment's TTLs and keys (conf/single.toml
+    without the response headers, which nginx and Varnish do not add either); audio over
+    ``slice_threshold`` is cached as 1 MiB slices (conf/edge.toml and conf/regional.toml:
+    "1MiB")."""
     extra = {
         "/audio/": ['query_keys = ["quality", "format", "bitrate"]', "compress = false"],
         "/images/": ['query_keys = ["w", "h", "q", "format"]', 'header_keys = ["accept"]'],

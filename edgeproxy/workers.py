@@ -285,9 +285,11 @@ class Master:
 
         code = await proc.wait()
         self.workers.pop(proc.pid, None)
-        # before a new process could be given its PID: what it was writing can never be
-        # published (a clean exit leaves nothing; a kill -9 leaves its part files)
-        removed = remove_temporary_files_of(self.config.store.path, proc.pid)
+        # what it was writing can never be published (a clean exit leaves nothing; a kill -9
+        # leaves its part files); its PID is in their names
+        removed = await asyncio.get_running_loop().run_in_executor(
+            None, remove_temporary_files_of, self.config.store.path, proc.pid
+        )
         if removed:
             log.info("removed %d temporary files of worker %d", removed, proc.pid)
         if self.stopping or generation != self.generation:

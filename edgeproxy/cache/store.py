@@ -64,11 +64,11 @@ MAX_MAPPED = 1024  # mapped large bodies kept at once (one fd each)
 
 def remove_temporary_files_of(store_root: str | os.PathLike[str], pid: int) -> int:
     """Delete what process ``pid`` left in the store's ``tmp/``: bodies it was writing (named
-    ``<key>.<pid>.<random>.part``), metadata before its rename (``.meta``) and its policy
-    state file. For the master of a multi-process node, when a worker has exited (a
-    kill -9 leaves its part files behind; nothing of a dead process is ever published, and a
-    follower that had the part file open keeps reading it). Call it after the worker was
-    reaped and before a new process could be given its PID. Returns the files removed."""
+    ``<key>.<pid>.<random>.part``) and metadata before its rename (``.meta``). For the master
+    of a multi-process node, when a worker has exited (a kill -9 leaves its part files
+    behind; nothing of a dead process is ever published, and a follower that had the part
+    file open keeps reading it). Call it once the worker was reaped. Returns the files
+    removed."""
     tmp_dir = Path(store_root) / "tmp"
     wanted = str(pid)
     removed = 0
@@ -78,10 +78,7 @@ def remove_temporary_files_of(store_root: str | os.PathLike[str], pid: int) -> i
         return 0
     for name in names:
         parts = name.split(".")
-        ours = (len(parts) == 4 and parts[1] == wanted and parts[3] in ("part", "meta")) or (
-            name == f"policy.state.{wanted}"
-        )
-        if ours:
+        if len(parts) == 4 and parts[1] == wanted and parts[3] in ("part", "meta"):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp_dir / name)
                 removed += 1

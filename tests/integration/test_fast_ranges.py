@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 import time
 from typing import Any
 
@@ -28,6 +29,8 @@ MiB = 1024 * KiB
 PLAIN_KEY = "plain/fast-range-300k.bin"
 SLICED_KEY = "audio/fast-range-10m.mp3"
 PLAIN_LEN = 300 * KiB
+LARGE_KEY = "plain/fast-range-3m.bin"
+LARGE_LEN = 3 * MiB
 SLICED_LEN = 10 * MiB + 12345  # 11 slices, the last one short
 
 POLICIES: list[dict[str, Any]] = [
@@ -53,6 +56,7 @@ def objects(seaweed: Any) -> dict[str, tuple[bytes, str]]:
     out = {}
     for key, size, ctype in (
         (PLAIN_KEY, PLAIN_LEN, "application/octet-stream"),
+        (LARGE_KEY, LARGE_LEN, "application/octet-stream"),
         (SLICED_KEY, SLICED_LEN, "audio/mpeg"),
     ):
         body = rng.randbytes(size)
@@ -60,16 +64,24 @@ def objects(seaweed: Any) -> dict[str, tuple[bytes, str]]:
     return out
 
 
+class Fields(dict[str, str]):
+    """Response header fields by lower-cased name, plus every (name, value) in order."""
+
+    raw: list[tuple[str, str]]
+
+
 async def get(
     session: aiohttp.ClientSession, url: str, headers: dict[str, str], method: str = "GET"
-) -> tuple[int, dict[str, str], bytes]:
+) -> tuple[int, Fields, bytes]:
     async with session.request(method, url, headers=headers) as r:
-        fields = {k.lower(): v for k, v in r.headers.items()}
+        fields = Fields((k.lower(), v) for k, v in r.headers.items())
+        fields.raw = [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in r.raw_headers]
         return r.status, fields, await r.read()
 
 
-def stable(fields: dict[str, str]) -> dict[str, str]:
-    return {k: v for k, v in fields.items() if k not in VOLATILE}
+def stable(fields: Fields) -> list[tuple[str, str]]:
+    """Every field but the volatile ones, duplicates kept (a field sent twice would show)."""
+    return sorted((k, v) for k, v in fields.raw if k not in VOLATILE)
 
 
 async def fast_and_slow(
@@ -192,3 +204,72 @@ async def test_what_the_fast_path_leaves_to_the_slow_path(
     status, fields, body = await get(client, plain, {"Range": "bytes=0-9"}, method="HEAD")
     assert status == 206 and body == b"" and fields["content-range"] == f"bytes 0-9/{PLAIN_LEN}"
     assert node.node.fast_hits == before
+
+
+async def test_large_ranges_of_a_mapped_body_go_out_in_drained_chunks(
+    make_node, relay, client, objects
+) -> None:
+    """Over 1 MiB from a mapping is left to the slow path (as whole hits are): it writes in
+    bounded chunks and waits for the client between them; up to 1 MiB is a fast hit."""
+    node = await make_node(s3_upstream(relay.endpoint), policies=POLICIES)
+    url = f"http://127.0.0.1:{node.port}/{LARGE_KEY}"
+    data, _ = objects[LARGE_KEY]
+    await until_fast(node, client, url, f"bytes=0-{MiB - 1}", data)
+    before = node.node.fast_hits
+    for value in (f"bytes=0-{MiB}", "bytes=5-", f"bytes=-{2 * MiB}"):
+        status, fields, body = await get(client, url, {"Range": value})
+        first, last = expected(LARGE_LEN, value)
+        assert status == 206 and body == data[first : last + 1], value
+        assert fields["content-range"] == f"bytes {first}-{last}/{LARGE_LEN}"
+    assert node.node.fast_hits == before
+
+
+async def raw_exchange(port: int, request: bytes) -> tuple[bytes, bytes, bool]:
+    """Send ``request`` on a new connection; (head, body by Content-Length, closed after)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(request)
+        await writer.drain()
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        length = int(re.search(rb"(?im)^content-length: *(\d+)", head).group(1))  # type: ignore[union-attr]
+        body = await asyncio.wait_for(reader.readexactly(length), 10)
+        closed = await asyncio.wait_for(reader.read(1), 2) == b"" if b"close" in head else False
+        return head, body, closed
+    finally:
+        writer.close()
+
+
+@pytest.mark.parametrize(
+    ("version", "connection", "expect", "closes"),
+    [
+        ("1.0", "keep-alive", b"Connection: keep-alive", False),
+        ("1.1", "close", b"Connection: close", True),
+        ("1.0", None, b"Connection: close", True),
+    ],
+)
+async def test_fast_range_connection_handling(
+    make_node,
+    relay,
+    client,
+    objects,
+    version: str,
+    connection: str | None,
+    expect: bytes,
+    closes: bool,
+) -> None:
+    """HTTP/1.0 keep-alive and Connection: close on the fast path (RFC 9112 sec. 9.3)."""
+    node = await make_node(s3_upstream(relay.endpoint), policies=POLICIES)
+    url = f"http://127.0.0.1:{node.port}/{PLAIN_KEY}"
+    data, _ = objects[PLAIN_KEY]
+    await until_fast(node, client, url, "bytes=0-99", data)
+    before = node.node.fast_hits
+    request = f"GET /{PLAIN_KEY} HTTP/{version}\r\nHost: t\r\nRange: bytes=10-109\r\n"
+    if connection:
+        request += f"Connection: {connection}\r\n"
+    head, body, closed = await raw_exchange(node.port, (request + "\r\n").encode())
+    assert node.node.fast_hits == before + 1
+    assert head.startswith(b"HTTP/1.1 206 Partial Content\r\n")
+    assert head.count(b"\r\nConnection:") == 1 and expect in head
+    assert b"Content-Range: bytes 10-109/%d" % PLAIN_LEN in head
+    assert body == data[10:110]
+    assert closed is closes

@@ -203,12 +203,12 @@ def test_remove_temporary_files_of_takes_only_that_process_files(tmp_path: Path)
 
     tmp = tmp_path / "tmp"
     tmp.mkdir()
-    dead = [f"{'a' * 32}.4242.0011aabb.part", f"{'b' * 32}.4242.ccdd0011.meta", "policy.state.4242"]
+    dead = [f"{'a' * 32}.4242.0011aabb.part", f"{'b' * 32}.4242.ccdd0011.meta"]
     alive = [
         f"{'a' * 32}.42421.0011aabb.part",
         f"{'c' * 32}.424.4242abcd.part",
         f"{'d' * 32}.77.4242.part",
-        "policy.state.42",
+        "policy.state.4242",
         "notes.txt",
     ]
     for name in dead + alive:
