@@ -410,22 +410,25 @@ class Node:
             conn.send_body(entry.handle.fileno(), memoryview(body))
         else:
             conn.writelines([head, memoryview(body)])  # one writev
-        counters = self.counters  # _count without the slow path's request mark
+        self._fast_hit_done(req, key.path, entry.status, 0 if method == "HEAD" else len(body), now)
+        return True
+
+    def _fast_hit_done(self, req: Request, path: str, status: int, nbytes: int, now: float) -> None:
+        """Account an answer of the fast path: the counters, TTFB, bytes, status and access
+        log line the slow path's ``_count`` and ``handle`` give (without a request mark)."""
+        counters = self.counters
         counters["hit"] = counters.get("hit", 0) + 1
         self.fast_hits += 1
         ttfb = time.monotonic() - req.received_at
         self.fast_ttfb[bisect_left(TTFB_BUCKETS, ttfb)] += 1
         self.fast_ttfb_sum += ttfb
-        if method == "GET":
-            self.fast_bytes += len(body)
-        if entry.status != 200:
+        self.fast_bytes += nbytes
+        if status != 200:
             odd = self.fast_odd_status
-            odd[entry.status] = odd.get(entry.status, 0) + 1
-        self.popularity.hit(key.path, now)
+            odd[status] = odd.get(status, 0) + 1
+        self.popularity.hit(path, now)
         if self.access_log is not None:
-            nbytes = 0 if method == "HEAD" else len(body)
-            self.access_log.write(req, entry.status, nbytes, "hit", None, time.monotonic())
-        return True
+            self.access_log.write(req, status, nbytes, "hit", None, time.monotonic())
 
     def _fast_range_plan(
         self,
@@ -524,18 +527,7 @@ class Node:
             conn.send_body(source.handle.fileno(), payload, offset)
         else:
             conn.writelines([head, payload])  # one writev
-        counters = self.counters
-        counters["hit"] = counters.get("hit", 0) + 1
-        self.fast_hits += 1
-        ttfb = time.monotonic() - req.received_at
-        self.fast_ttfb[bisect_left(TTFB_BUCKETS, ttfb)] += 1
-        self.fast_ttfb_sum += ttfb
-        self.fast_bytes += count
-        odd = self.fast_odd_status
-        odd[206] = odd.get(206, 0) + 1
-        self.popularity.hit(key.path, now)
-        if self.access_log is not None:
-            self.access_log.write(req, 206, count, "hit", None, time.monotonic())
+        self._fast_hit_done(req, key.path, 206, count, now)
         return True
 
     def _vary_matches_fast(
