@@ -123,7 +123,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("edgeproxy.handler")
 
 
-# Request fields that take a request off the fast path (they need the full pipeline).
 class FastRange(NamedTuple):
     """Where the bytes of a fast single-range hit are (see ``Node._fast_range_plan``)."""
 
@@ -135,6 +134,8 @@ class FastRange(NamedTuple):
     total: int  # the representation's length
 
 
+# Request fields that take a request off the fast path (they need the full pipeline); a plain
+# Range only when the fast path cannot answer it (Node._fast_range_plan).
 FAST_BLOCKERS = frozenset(
     {
         "range",
