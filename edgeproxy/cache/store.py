@@ -466,7 +466,11 @@ class DiskStore:
         if self.report is not None:
             self.report("m", key_hex, size)
 
-    def _read_meta_sync(self, path: Path) -> Entry | None:
+    def _read_meta_sync(self, path: Path, again: bool = True) -> Entry | None:
+        """The entry a metadata file describes, checked against its body file (size). A meta
+        whose body is missing is dropped with it, unless the meta changed meanwhile (a
+        sibling republished the key: new body, new meta, old body gone): then the new one is
+        read (``again``: once)."""
         try:
             raw = path.read_bytes()
         except OSError:
@@ -482,6 +486,13 @@ class DiskStore:
             if body.stat().st_size != entry.size:
                 raise OSError("size mismatch")
         except OSError:
+            if again:
+                try:
+                    current = path.read_bytes()
+                except OSError:
+                    return None  # dropped meanwhile
+                if current != raw:
+                    return self._read_meta_sync(path, again=False)
             log.warning("dropping %s: body missing or of the wrong size", path)
             self._unlink_quiet(path)
             self._unlink_quiet(body)

@@ -217,3 +217,32 @@ def test_remove_temporary_files_of_takes_only_that_process_files(tmp_path: Path)
     assert sorted(os.listdir(tmp)) == sorted(alive)
     assert remove_temporary_files_of(tmp_path, 4242) == 0
     assert remove_temporary_files_of(tmp_path / "missing", 4242) == 0
+
+
+async def test_a_meta_replaced_while_read_is_read_again_not_dropped(tmp_path: Path) -> None:
+    """A sibling republished the key between our read of its metadata and the check of the
+    body it named (the old body already gone): the new metadata is read, nothing dropped.
+    A meta that still names a missing body is dropped."""
+    store = _store(tmp_path)
+    await store.start()
+    new = await _put(store, KEY_A, b"v2 body")
+    meta = store.meta_path(KEY_A)
+    old = _entry(KEY_A)
+    old.size, old.body_file = 7, "gone.body"  # what the meta said a moment before
+    stale_bytes = old.to_json()
+
+    class ReplacedWhileRead(type(meta)):  # type: ignore[misc]
+        reads = 0
+
+        def read_bytes(self) -> bytes:
+            ReplacedWhileRead.reads += 1
+            return stale_bytes if ReplacedWhileRead.reads == 1 else super().read_bytes()
+
+    found = store._read_meta_sync(ReplacedWhileRead(meta))
+    assert found is not None and found.body_file == new.body_file
+    assert meta.exists() and (meta.parent / new.body_file).exists()
+
+    meta.write_bytes(stale_bytes)  # now the meta itself names the missing body
+    assert store._read_meta_sync(meta) is None
+    assert not meta.exists()
+    await store.close()
