@@ -97,17 +97,12 @@ def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
 
 
 def free_ports(count: int) -> list[int]:
-    """``count`` distinct free loopback ports (all bound at once, then released)."""
-    sockets = []
-    try:
-        for _ in range(count):
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.bind(("127.0.0.1", 0))
-            sockets.append(sock)
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
+    """``count`` distinct free loopback ports (edgeproxy.seaweed's: all bound at once, then
+    released)."""
+    import_edgeproxy()
+    from edgeproxy.seaweed import free_ports as bound_then_released
+
+    return bound_then_released(count)
 
 
 def free_port() -> int:

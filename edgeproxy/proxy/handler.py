@@ -388,13 +388,7 @@ class Node:
             if body is None or entry.size > 1024 * 1024:
                 return False
         store.touch(entry.key_hex, now)
-        second = int(now)
-        cached = entry.head_cache
-        if cached is not None and cached[0] == second:
-            head = cached[1]
-        else:
-            head = self._build_hit_head(entry, policy, now)
-            entry.head_cache = (second, head)
+        head = self._hit_head(entry, policy, now)
         if not req.keep_alive:
             head = head[:-2] + b"Connection: close\r\n\r\n"
         elif req.version == "1.0":
@@ -498,13 +492,7 @@ class Node:
         store.touch(entry.key_hex, now)
         if source is not entry:
             store.touch(source.key_hex, now)
-        second = int(now)
-        cached = entry.range_head_cache
-        if cached is not None and cached[0] == second:
-            prefix = cached[1]
-        else:
-            prefix = self._build_hit_head(entry, policy, now, status=206)
-            entry.range_head_cache = (second, prefix)
+        prefix = self._hit_head(entry, policy, now, status=206)
         count = last - first + 1
         head = prefix + b"Content-Range: bytes %d-%d/%d\r\nContent-Length: %d\r\n" % (
             first,
@@ -547,6 +535,21 @@ class Node:
             if (None if value is None else _normalize_vary_value([value])) != stored:
                 return False
         return True
+
+    def _hit_head(self, entry: Entry, policy: PolicyConfig, now: float, status: int = 0) -> bytes:
+        """:meth:`_build_hit_head`, built at most once a second per entry (Age and the
+        Cache-Status ttl change by the second): the 200's in ``head_cache``, the 206 prefix in
+        ``range_head_cache``."""
+        second = int(now)
+        cached = entry.range_head_cache if status == 206 else entry.head_cache
+        if cached is not None and cached[0] == second:
+            return cached[1]
+        head = self._build_hit_head(entry, policy, now, status)
+        if status == 206:
+            entry.range_head_cache = (second, head)
+        else:
+            entry.head_cache = (second, head)
+        return head
 
     def _build_hit_head(
         self, entry: Entry, policy: PolicyConfig, now: float, status: int = 0
