@@ -25,7 +25,9 @@ Schema (``#`` marks the defaults; keys not listed here are errors, with a did-yo
     access_log = "off"              # "off" | "stdout" | a file path (relative: to this file);
                                     # one JSON line per request, reopened on SIGUSR1. Off by
                                     # default: a line costs about as much as a RAM hit itself
-    sendfile = false                # stored bodies over 64 KiB by sendfile(2) (plain TCP)
+    sendfile = true                 # stored bodies of 64 KiB to sendfile_max by sendfile(2)
+                                    # (plain TCP; nginx's `sendfile on`)
+    sendfile_max = "256KiB"         # larger bodies are copied from their mapping (see below)
     tls_cert = "tls/edge.crt"       # PEM certificate chain (relative: to this file); with
     tls_key = "tls/edge.key"        # its unencrypted PEM key: both or neither. Checked at load
                                     # (the one thing read at load), read again on SIGHUP
@@ -47,7 +49,7 @@ Schema (``#`` marks the defaults; keys not listed here are errors, with a did-yo
     path = "var/cache/edge-1"       # default "var/cache/<node.name>"
     max_size = "1GiB"               # default by role: edge 1GiB, regional/shield 20GiB
     ram_size = "256MiB"             # default by role: edge 256MiB, regional/shield 128MiB; 0 = off
-    ram_object_max = "256KiB"       # <= ram_size
+    ram_object_max = "64KiB"        # <= ram_size; larger bodies are mapped (page cache)
     min_free = "0"                  # free space kept on the store's file system: a size, or a
                                     # share of the file system such as "5%"; 0 = no watermark
     max_object_share = 0.5          # objects larger than this share of max_size pass through
@@ -215,10 +217,14 @@ class NodeConfig:
     tls_listen_port: int = 0
     # open client connections per process; more are closed right after accept
     max_connections: int = 4096
-    # send stored bodies over 64 KiB with sendfile(2) on plain-TCP connections (nginx's
-    # ``sendfile on``): less CPU per byte; off by default because on loopback a copy through
-    # the mapping is faster for bodies of a MiB and more (see benchmarks/README.md)
-    sendfile: bool = False
+    # send stored bodies of more than 64 KiB and at most ``sendfile_max`` bytes with
+    # sendfile(2) on plain-TCP connections (nginx's ``sendfile on``): the kernel sends them
+    # from the page cache without a copy through this process. Larger bodies are copied from
+    # their mapping: a receiver on the same host copies page-cache pages out of the socket
+    # more slowly than the sender's copy costs (1 MiB hits on loopback: 1.8k req/s by
+    # sendfile vs 4.4k by copy, benchmarks/README.md); over a real network raise it.
+    sendfile: bool = True
+    sendfile_max: int = 256 * 1024
 
     @property
     def tls_on_listen(self) -> bool:
@@ -231,7 +237,10 @@ class StoreConfig:
     path: str
     max_size: int  # bytes
     ram_size: int  # bytes of the RAM layer
-    ram_object_max: int = 256 * 1024  # objects up to this size are held in RAM
+    # objects up to this size are held in RAM; larger ones are mapped from the page cache,
+    # which is as fast for them (benchmarks/README.md: disk vs memory) and lets sendfile(2)
+    # send them without a copy
+    ram_object_max: int = 64 * 1024
     min_free: int = 0  # bytes kept free on the store's file system (0: no watermark)
     min_free_percent: float = 0.0  # or this share (0-100) of the file system's size
     max_object_share: float = 0.5  # larger objects (share of max_size) are not stored
@@ -783,6 +792,7 @@ _NODE_KEYS = (
     "admin_token_env",
     "access_log",
     "sendfile",
+    "sendfile_max",
     "tls_cert",
     "tls_key",
     "tls_listen",
@@ -997,7 +1007,8 @@ def _parse_node(root: _Table, base_dir: str = "") -> NodeConfig:
         strip_targeted=strip_targeted,
         admin_token_env=admin_token_env,
         access_log=access_log,
-        sendfile=t.boolean("sendfile", False),
+        sendfile=t.boolean("sendfile", _field_default(NodeConfig, "sendfile")),
+        sendfile_max=t.size("sendfile_max", _field_default(NodeConfig, "sendfile_max")),
         tls_cert=tls_cert,
         tls_key=tls_key,
         tls_listen_host=tls_host,

@@ -400,7 +400,12 @@ class Node:
             conn.write(head)
         elif len(body) <= 65536:
             conn.write(head + body)
-        elif conn.sendfile_fd >= 0 and body is entry.mapped and entry.handle is not None:
+        elif (
+            conn.sendfile_fd >= 0
+            and len(body) <= conn.sendfile_max
+            and body is entry.mapped
+            and entry.handle is not None
+        ):
             conn.write(head)  # then the body straight from the page cache (sendfile)
             conn.send_body(entry.handle.fileno(), memoryview(body))
         else:
@@ -511,7 +516,12 @@ class Node:
         payload = memoryview(body)[offset : offset + count]
         if count <= 65536:
             conn.write(head + payload)
-        elif conn.sendfile_fd >= 0 and body is source.mapped and source.handle is not None:
+        elif (
+            conn.sendfile_fd >= 0
+            and count <= conn.sendfile_max
+            and body is source.mapped
+            and source.handle is not None
+        ):
             conn.write(head)  # then the bytes straight from the page cache (sendfile)
             conn.send_body(source.handle.fileno(), payload, offset)
         else:

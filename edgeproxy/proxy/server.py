@@ -249,8 +249,9 @@ class HttpConnection(asyncio.Protocol):
         self._parse_dead = False
         self.deadline = 0.0
         # the socket's descriptor for sendfile(2) of stored bodies: plain TCP only (-1: TLS,
-        # or not known), see send_body
+        # or not known), see send_body; for bodies of at most sendfile_max bytes
         self.sendfile_fd = -1
+        self.sendfile_max = limits.sendfile_max
         # state of the message being parsed
         self._url = b""
         self._raw: list[tuple[str, str]] = []
@@ -661,8 +662,9 @@ class ResponseWriter:
     async def write_file_view(self, file_fd: int, view: memoryview, offset: int) -> None:
         """:meth:`write_view` for a stored body (``view`` maps the file ``file_fd`` from
         ``offset``): each chunk goes by sendfile(2) when the transport's buffer is empty
-        (see :meth:`HttpConnection.send_body`). Content-Length framing only."""
-        if self.chunked or self.head_only:
+        (see :meth:`HttpConnection.send_body`); views over the connection's
+        ``sendfile_max`` are copied as by :meth:`write_view`. Content-Length framing only."""
+        if self.chunked or self.head_only or len(view) > self.conn.sendfile_max:
             await self.write_view(view)
             return
         for at in range(0, len(view), WRITE_VIEW_CHUNK):

@@ -1,5 +1,6 @@
-"""`[node] sendfile = true`: stored bodies go by sendfile(2) on plain-TCP connections; every
-byte arrives in order, on the fast path, the slow path (ranges) and pipelined requests."""
+"""`[node] sendfile` (on by default): stored bodies of 64 KiB to `sendfile_max` go by
+sendfile(2) on plain-TCP connections, larger ones by copy; every byte arrives in order, on the
+fast path, the slow path (ranges) and pipelined requests."""
 
 from __future__ import annotations
 
@@ -14,9 +15,11 @@ pytestmark = pytest.mark.integration
 BODY = os.urandom(700 * 1024)
 
 
-@pytest.mark.parametrize("sendfile", [True, False])
+@pytest.mark.parametrize(
+    ("sendfile", "sendfile_max"), [(True, "1MiB"), (False, "1MiB"), (True, "128KiB")]
+)
 async def test_bodies_arrive_whole_and_in_order(
-    make_node, origin, client, sendfile, monkeypatch
+    make_node, origin, client, sendfile, sendfile_max, monkeypatch
 ) -> None:
     calls = []
     real = os.sendfile
@@ -34,7 +37,7 @@ async def test_bodies_arrive_whole_and_in_order(
     node = await make_node(
         {"parents": [origin.endpoint]},
         store_extra={"ram_object_max": "64KiB"},  # mapped from the page cache, not RAM
-        node_extra={"sendfile": sendfile},
+        node_extra={"sendfile": sendfile, "sendfile_max": sendfile_max},
     )
     url = f"http://127.0.0.1:{node.port}/api/big.bin"
     async with client.get(url) as r:
@@ -48,6 +51,8 @@ async def test_bodies_arrive_whole_and_in_order(
             assert "hit" in r.headers["Cache-Status"] and await r.read() == BODY
     async with client.get(url, headers={"Range": "bytes=1000-299999"}) as r:  # slow path
         assert r.status == 206 and await r.read() == BODY[1000:300000]
+    async with client.get(url, headers={"Range": "bytes=7-100006"}) as r:  # 100,000 bytes
+        assert r.status == 206 and await r.read() == BODY[7:100007]
     # pipelined on one connection: each answer's body right after its own head
     reader, writer = await asyncio.open_connection("127.0.0.1", node.port)
     try:
@@ -62,3 +67,5 @@ async def test_bodies_arrive_whole_and_in_order(
     finally:
         writer.close()
     assert bool(calls) is sendfile  # the setting decides
+    if sendfile_max == "128KiB":  # only the 100,000-byte range was small enough
+        assert sum(calls) == 100_000

@@ -180,7 +180,7 @@ def test_a_cycle_is_refused() -> None:
 
 def test_generated_config_problems_name_the_topology_node() -> None:
     data = _base()
-    data["node"][3]["ram_size"] = "64KiB"  # below ram_object_max (256KiB)
+    data["node"][3]["ram_size"] = "32KiB"  # below ram_object_max (64KiB)
     topo = parse_topology(data, FILE)
     with pytest.raises(ConfigError) as info:
         check_node_configs(topo, _endpoints(topo), "http://127.0.0.1:8333")
