@@ -101,6 +101,16 @@ from common import (
 BUCKET = "bench"
 SIZES: tuple[tuple[str, int], ...] = (("1 KiB", KiB), ("100 KiB", 100 * KiB), ("1 MiB", MiB))
 NGINX = "nginx (proxy_cache)"
+COPY = "edgeproxy (disk, sendfile off)"
+
+
+def size_label(size: int) -> str:
+    """``1 KiB``, ``256 KiB``, ``1 MiB``, ``1536 B``: the label of an object size."""
+    if size % MiB == 0:
+        return f"{size // MiB} MiB"
+    if size % KiB == 0:
+        return f"{size // KiB} KiB"
+    return f"{size} B"
 
 
 def object_key(label: str) -> str:
@@ -163,7 +173,7 @@ role = "edge"
 listen = "127.0.0.1:{port}"
 admin_listen = "127.0.0.1:{admin_port}"
 workers = 1
-
+{node_extra}
 [store]
 path = "{store}"
 max_size = "1GiB"
@@ -203,6 +213,7 @@ def start_edgeproxy(
     workdir: Path,
     origin: object,
     env: dict[str, str],
+    node_extra: str = "",
 ) -> System:
     workdir.mkdir(parents=True, exist_ok=True)
     port, admin_port = free_port(), free_port()
@@ -214,6 +225,7 @@ def start_edgeproxy(
             admin_port=admin_port,
             store=workdir / "store",
             ram_object_max=ram_object_max,
+            node_extra=node_extra,
             endpoint=origin.endpoint,  # type: ignore[attr-defined]
             bucket=BUCKET,
             access_env=ACCESS_ENV,
@@ -502,7 +514,9 @@ def write_markdown(
         "other than the server and wrk used during one of the row's runs (0.00: a quiet "
         "machine). "
         "`edgeproxy (ram)`: ram_object_max 2MiB (all sizes from RAM); `edgeproxy (disk)`: "
-        "ram_object_max 64KiB (100 KiB and 1 MiB from the mapped body file).",
+        "ram_object_max 64KiB (larger bodies from the mapped body file, by sendfile up to "
+        "sendfile_max). With --sendfile-ab, `edgeproxy (disk)` sends every size by sendfile "
+        f"(sendfile_max 16MiB) and `{COPY}` copies every size from the mapping.",
         "",
         "## Machine",
         "",
@@ -618,6 +632,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="before each run, wait while other processes keep > 0.3 cores busy, "
         "at most SECONDS in total (default 120; 0: never wait)",
     )
+    parser.add_argument(
+        "--sizes",
+        metavar="LIST",
+        help='object sizes, comma-separated (default "1KiB,100KiB,1MiB")',
+    )
+    parser.add_argument(
+        "--sendfile-ab",
+        action="store_true",
+        help=f"also run {COPY!r}: the disk node with sendfile = false (the default is on up "
+        "to sendfile_max; the disk node sets sendfile_max 16MiB to compare every size)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     parser.add_argument("--json", type=Path, help="also write the figures as JSON here")
     args = parser.parse_args(argv)
@@ -625,6 +650,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.rounds, args.duration = 2, 3.0
     if args.rounds < 1 or not 1 <= args.duration <= 120:
         parser.error("need --rounds >= 1 and 1 <= --duration <= 120")
+    if args.sizes:
+        global SIZES
+        import_edgeproxy()
+        from edgeproxy.config import parse_size
+
+        try:
+            sizes = [parse_size(part.strip()) for part in args.sizes.split(",")]
+        except ValueError as err:
+            parser.error(f"--sizes: {err}")
+        if not sizes or not all(KiB <= size <= 64 * MiB for size in sizes):
+            parser.error("--sizes: each size from 1KiB to 64MiB")
+        SIZES = tuple((size_label(size), size) for size in dict.fromkeys(sizes))
     return args
 
 
@@ -677,11 +714,17 @@ def main(argv: list[str] | None = None) -> int:
             )
             systems: list[System] = []
             notes: list[str] = []
-            for label, name, ram_max in (
-                ("edgeproxy (ram)", "bench-ram", "2MiB"),
-                ("edgeproxy (disk)", "bench-disk", "64KiB"),
-            ):
-                system = start_edgeproxy(label, name, ram_max, root / name, origin, env)
+            variants = [
+                ("edgeproxy (ram)", "bench-ram", "2MiB", ""),
+                ("edgeproxy (disk)", "bench-disk", "64KiB", ""),
+            ]
+            if args.sendfile_ab:  # sendfile for every size against the copy for every size
+                variants[1] = (*variants[1][:3], 'sendfile_max = "16MiB"\n')
+                variants.append((COPY, "bench-copy", "64KiB", "sendfile = false\n"))
+            for label, name, ram_max, node_extra in variants:
+                system = start_edgeproxy(
+                    label, name, ram_max, root / name, origin, env, node_extra=node_extra
+                )
                 started.append(system.managed)
                 if not answers_http(system.base_url):
                     raise RuntimeError(f"{label} cuts every connection (see its log below)")
