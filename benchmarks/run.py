@@ -14,7 +14,7 @@ What it does (127.0.0.1 only; everything it starts is stopped by PID, also on Ct
    - pinned to CPU 0 (one worker each; wrk on CPU 1): ``edgeproxy (ram)`` (``ram_object_max
      16MiB``: every hit object from RAM), ``edgeproxy (disk)`` (``ram_object_max 64KiB``:
      100 KiB and up from the mapped body file, i.e. the page cache, the store's default;
-     sendfile up to 256 KiB as by default), ``edgeproxy`` (the defaults), ``nginx``
+     sendfile up to sendfile_max as by default), ``edgeproxy`` (the defaults), ``nginx``
      (``proxy_cache``, cache lock on, sendfile on, ``tcp_nopush off``, gzip on, HTTP/1.1
      upstream keep-alive), ``varnish`` (malloc storage, ``do_gzip`` for text-like types);
    - all workers, nothing pinned: ``edgeproxy 2w`` (2 workers), ``nginx 2w``
@@ -802,7 +802,7 @@ def write_report(
             f"-c50` on CPU {common.CLIENT_CPU}. `all workers`: 2 workers (nginx "
             "`worker_processes 2`, Varnish unpinned), `wrk -t2 -c100`, nothing pinned. "
             "`edgeproxy (ram)`: every object from RAM; `edgeproxy (disk)`: 100 KiB and up "
-            "from the mapped body file (page cache), sendfile up to 256 KiB; the store's "
+            "from the mapped body file (page cache), by sendfile up to sendfile_max; the store's "
             f"default (RAM up to {DEFAULT_RAM_OBJECT_MAX // KiB} KiB) behaves as `ram` for "
             "smaller objects and as `disk` for larger ones, and the targets use those rows.",
             "",

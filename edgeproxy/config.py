@@ -27,7 +27,7 @@ Schema (``#`` marks the defaults; keys not listed here are errors, with a did-yo
                                     # default: a line costs about as much as a RAM hit itself
     sendfile = true                 # stored bodies over 64 KiB and up to sendfile_max go by
                                     # sendfile(2) (plain TCP; nginx's `sendfile on`)
-    sendfile_max = "256KiB"         # larger ones are copied from their mapping: faster for a
+    sendfile_max = "128KiB"         # larger ones are copied from their mapping: faster for a
                                     # client on the same host; raise it behind a real network
     tls_cert = "tls/edge.crt"       # PEM certificate chain (relative: to this file); with
     tls_key = "tls/edge.key"        # its unencrypted PEM key: both or neither. Checked at load
@@ -221,11 +221,13 @@ class NodeConfig:
     # send stored bodies of more than 64 KiB and at most ``sendfile_max`` bytes with
     # sendfile(2) on plain-TCP connections (nginx's ``sendfile on``): the kernel sends them
     # from the page cache without a copy through this process. Larger bodies are copied from
-    # their mapping: a receiver on the same host copies page-cache pages out of the socket
-    # more slowly than the sender's copy costs (1 MiB hits on loopback: 1.8k req/s by
-    # sendfile vs 4.4k by copy, benchmarks/README.md); over a real network raise it.
+    # their mapping: a client on the same host reads sendfile's page-cache pages out of its
+    # socket more slowly. ``benchmarks/hit_bench.py --sendfile-ab`` on loopback, one core:
+    # 100 KiB hits 32.3k req/s by sendfile vs 31.0k by copy; 256 KiB 11.3k vs 14.0k; 512 KiB
+    # 4.2k vs 8.7k; sendfile needs a half to a sixth of the CPU per hit at every size, so
+    # behind a real network (clients elsewhere) raise it.
     sendfile: bool = True
-    sendfile_max: int = 256 * 1024
+    sendfile_max: int = 128 * 1024
 
     @property
     def tls_on_listen(self) -> bool:
