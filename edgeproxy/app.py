@@ -236,6 +236,10 @@ def serve(config: Config) -> None:
     """Run a node on uvloop until SIGINT/SIGTERM (a master and workers when workers > 1)."""
     import uvloop
 
+    from edgeproxy.cache.store import MAX_MAPPED
+    from edgeproxy.fdlimit import fds_needed, raise_open_file_limit
+
+    raise_open_file_limit(fds_needed(config.node.max_connections, MAX_MAPPED))
     if config.node.workers > 1:
         from edgeproxy.workers import run_master
 
