@@ -13,7 +13,7 @@ Semantics as in trace_replay.py: the trace is ``timestamp,key,size_bytes`` (head
 ``.gz`` allowed); an object is (key, size); cache sizes are shares of the footprint (the sum of
 distinct object sizes); caches start empty. The trace is converted once to libCacheSim's
 ``oracleGeneral`` binary format (with each request's next access, which the oracles need)
-next to ``--work`` (default: a temporary directory).
+in ``--work`` (default: a temporary directory, removed at the end).
 
 Policies are named as libCacheSim's Python classes (``LRU``, ``GDSF``, ``S3FIFO``, ``ARC``,
 ``LHD``, ``Belady``, ``BeladySize``, ...), separated by ``+``; ``NAME@k=v;k=v`` passes raw
@@ -44,12 +44,13 @@ _RECORD = struct.Struct("<IQIq")
 
 
 def next_access(keys: list[Any]) -> list[int]:
-    """For each request, the index of the next request for the same object (-1: none)."""
+    """For each request, the position of the next request for the same object, counted from
+    1 as libCacheSim's own converter writes it (its virtual time); -1: none."""
     following: dict[Any, int] = {}
     out = [-1] * len(keys)
     for i in range(len(keys) - 1, -1, -1):
         out[i] = following.get(keys[i], -1)
-        following[keys[i]] = i
+        following[keys[i]] = i + 1
     return out
 
 
@@ -85,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("trace", type=Path)
     parser.add_argument("--sizes", default="0.001,0.01,0.1", help="shares of the footprint")
     parser.add_argument("--policies", default=DEFAULT_POLICIES, help="names joined by +")
-    parser.add_argument("--work", type=Path, help="where the converted trace is kept")
+    parser.add_argument("--work", type=Path, help="where the converted trace is written")
     args = parser.parse_args(argv)
     try:
         import libcachesim as lcs
@@ -99,25 +100,26 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--sizes: shares between 0 and 1")
     requests = load_trace(str(args.trace))
     total = footprint(requests)
-    work = args.work or Path(tempfile.mkdtemp(prefix="policy-survey-"))
-    work.mkdir(parents=True, exist_ok=True)
-    binary = work / (args.trace.name.split(".")[0] + ".oracleGeneral")
-    if not binary.exists():
-        binary.write_bytes(oracle_records(requests))
     print(f"# {args.trace}: {len(requests)} requests, footprint {total / 2**20:.1f} MiB")
     cols = [f"OHR {s:g}" for s in shares] + [f"BHR {s:g}" for s in shares]
     print("| policy | " + " | ".join(cols) + " | s |")
     print("|---" * (len(cols) + 2) + "|")
-    for name in args.policies.split("+"):
-        started = time.monotonic()
-        ohr, bhr = [], []
-        for share in shares:
-            reader = lcs.TraceReader(str(binary), lcs.TraceType.ORACLE_GENERAL_TRACE)
-            object_miss, byte_miss = make_cache(lcs, name, int(share * total)).process_trace(reader)
-            ohr.append(1 - object_miss)
-            bhr.append(1 - byte_miss)
-        cells = " | ".join(f"{x:.3f}" for x in ohr + bhr)
-        print(f"| {name} | {cells} | {time.monotonic() - started:.0f} |", flush=True)
+    with tempfile.TemporaryDirectory(prefix="policy-survey-") as scratch:
+        work = args.work or Path(scratch)
+        work.mkdir(parents=True, exist_ok=True)
+        binary = work / f"{args.trace.name}.oracleGeneral"
+        binary.write_bytes(oracle_records(requests))
+        for name in args.policies.split("+"):
+            started = time.monotonic()
+            ohr, bhr = [], []
+            for share in shares:
+                reader = lcs.TraceReader(str(binary), lcs.TraceType.ORACLE_GENERAL_TRACE)
+                cache = make_cache(lcs, name, int(share * total))
+                object_miss, byte_miss = cache.process_trace(reader)
+                ohr.append(1 - object_miss)
+                bhr.append(1 - byte_miss)
+            cells = " | ".join(f"{x:.3f}" for x in ohr + bhr)
+            print(f"| {name} | {cells} | {time.monotonic() - started:.0f} |", flush=True)
     return 0
 
 

@@ -239,7 +239,8 @@ def serve(config: Config) -> None:
     from edgeproxy.cache.store import MAX_MAPPED
     from edgeproxy.fdlimit import fds_needed, raise_open_file_limit
 
-    raise_open_file_limit(fds_needed(config.node.max_connections, MAX_MAPPED))
+    upstream = config.upstream.max_connections
+    raise_open_file_limit(fds_needed(config.node.max_connections, upstream, MAX_MAPPED))
     if config.node.workers > 1:
         from edgeproxy.workers import run_master
 

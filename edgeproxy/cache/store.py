@@ -59,7 +59,9 @@ UNWRITABLE_LOG_INTERVAL = 60.0
 # free bytes kept in hand beyond the announced length before a fill is started
 FREE_SPACE_MARGIN = 64 * 1024
 FS_CHECK_INTERVAL = 0.25
-MAX_MAPPED = 1024  # mapped large bodies kept at once (one fd each)
+# mapped bodies kept at once, least recently served released first (two fds each: the
+# mapping's own and the open file sendfile reads; see edgeproxy.fdlimit)
+MAX_MAPPED = 4096
 
 
 def remove_temporary_files_of(store_root: str | os.PathLike[str], pid: int) -> int:
@@ -577,13 +579,26 @@ class DiskStore:
         return True
 
     def _remember_mapping(self, entry: Entry) -> None:
-        """Bound the mapped bodies (each mapping holds a file descriptor): the oldest are
-        released (not closed: a response may still be sending from them; GC closes them)."""
+        """Bound the mapped bodies (each mapping holds file descriptors): the least recently
+        served are released (not closed: a response may still be sending from them; GC
+        closes them)."""
         mapped = self._mapped
         mapped[id(entry)] = entry
         while len(mapped) > MAX_MAPPED:
             _, oldest = mapped.popitem(last=False)
             oldest.mapped = oldest.handle = None
+
+    def served_mapped(self, entry: Entry) -> None:
+        """A hit was answered from ``entry``'s mapping: it is released last. O(1)."""
+        mapped = self._mapped
+        if id(entry) in mapped:
+            mapped.move_to_end(id(entry))
+
+    def _release_mapping(self, entry: Entry) -> None:
+        """``entry`` left this process's view: its mapping and file go (once no response
+        sends from them), so a removed body's disk space is not held by this process."""
+        if self._mapped.pop(id(entry), None) is not None:
+            entry.mapped = entry.handle = None
 
     def _load_body_sync(self, entry: Entry) -> bytes | tuple[mmap.mmap, BinaryIO] | None:
         path = self.body_path(entry)
@@ -805,12 +820,16 @@ class DiskStore:
             self.used_bytes -= entry.size
             self.policy.remove(key_hex)
             self.ram.pop(key_hex, None)
+            self._release_mapping(entry)
 
     def forget_all(self) -> None:
         """Drop this process's view (index and RAM layer), not the files: after another
         process invalidated entries, lookups re-read the disk."""
         self.index.clear()
         self.ram.clear()
+        for entry in self._mapped.values():
+            entry.mapped = entry.handle = None
+        self._mapped.clear()
         self.used_bytes = 0
         self.policy = self._new_policy()
 
@@ -833,6 +852,7 @@ class DiskStore:
         self.used_bytes -= entry.size
         self.policy.remove(key_hex)
         self.ram.pop(key_hex, None)
+        self._release_mapping(entry)
         unlink = self._unlink_body_sync if replaced else self._unlink_entry_sync
         asyncio.get_running_loop().run_in_executor(self._executor, unlink, entry)
 

@@ -387,6 +387,7 @@ class Node:
             body = entry.mapped
             if body is None or entry.size > 1024 * 1024:
                 return False
+            store.served_mapped(entry)
         store.touch(entry.key_hex, now)
         head = self._hit_head(entry, policy, now)
         if not req.keep_alive:
@@ -477,6 +478,7 @@ class Node:
             body = source.mapped
             if body is None or last - first >= 1024 * 1024:
                 return None
+            store.served_mapped(source)
         return FastRange(source, body, offset, first, last, total)
 
     def _fast_range(
@@ -973,6 +975,7 @@ class Node:
         if body is not None:
             await resp.write(memoryview(body)[start : start + count])
         elif entry.mapped is not None:
+            self.store.served_mapped(entry)
             view = memoryview(entry.mapped)[start : start + count]
             handle = entry.handle
             if handle is not None:

@@ -28,6 +28,7 @@ connection so answers keep their order.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import ssl as ssl_module
@@ -49,6 +50,18 @@ log = logging.getLogger("edgeproxy.server")
 BODY_BUFFER = 256 * 1024
 REFUSAL_LOG_INTERVAL = 60.0
 WRITE_VIEW_CHUNK = 1024 * 1024
+# sendfile(2) errors that say the file (its file system) or socket cannot be sent from: the
+# process copies stored bodies from then on (logged once); any other error cuts the connection
+SENDFILE_UNSUPPORTED = frozenset({errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP})
+_sendfile_refused = False
+
+
+def _sendfile_unsupported(exc: OSError) -> None:
+    global _sendfile_refused
+    if not _sendfile_refused:
+        _sendfile_refused = True
+        log.warning("sendfile(2) refused (%s): stored bodies are copied instead", exc)
+
 
 REASONS = {
     100: "Continue",
@@ -271,7 +284,12 @@ class HttpConnection(asyncio.Protocol):
             return
         self.server.connections.add(self)
         self.deadline = self.loop.time() + self.limits.header_timeout
-        if self.limits.sendfile and not self.tls and transport.get_extra_info("sslcontext") is None:
+        if (
+            self.limits.sendfile
+            and not _sendfile_refused
+            and not self.tls
+            and transport.get_extra_info("sslcontext") is None
+        ):
             sock = transport.get_extra_info("socket")
             if sock is not None:
                 self.sendfile_fd = sock.fileno()
@@ -495,9 +513,12 @@ class HttpConnection(asyncio.Protocol):
                 sent = os.sendfile(self.sendfile_fd, file_fd, offset, len(view))
             except BlockingIOError:
                 sent = 0
-            except OSError:
-                self.abort()  # the peer is gone (EPIPE, ECONNRESET)
-                return 0
+            except OSError as exc:
+                if exc.errno not in SENDFILE_UNSUPPORTED:
+                    self.abort()  # the peer is gone (EPIPE, ECONNRESET)
+                    return 0
+                _sendfile_unsupported(exc)  # this store's file system: copy from now on
+                self.sendfile_fd = -1
         if sent < len(view):
             transport.write(view[sent:])
         return sent

@@ -12,7 +12,8 @@ import policy_survey
 
 
 def test_next_access_points_at_the_next_request_for_the_same_object() -> None:
-    assert policy_survey.next_access(["a", "b", "a", "c", "b", "a"]) == [2, 4, 5, -1, -1, -1]
+    # positions counted from 1 (libCacheSim's virtual time)
+    assert policy_survey.next_access(["a", "b", "a", "c", "b", "a"]) == [3, 5, 6, -1, -1, -1]
     assert policy_survey.next_access([]) == []
 
 
@@ -22,4 +23,4 @@ def test_oracle_records_number_objects_and_keep_sizes_and_next_access() -> None:
     records = [struct.unpack_from("<IQIq", data, i * 24) for i in range(len(data) // 24)]
     assert len(data) == 24 * len(reqs)
     # (timestamp, object id from 1 in order of first request, size (at least 1), next access)
-    assert records == [(1, 1, 10, 2), (2, 2, 1, -1), (3, 1, 10, -1), (4, 3, 20, -1)]
+    assert records == [(1, 1, 10, 3), (2, 2, 1, -1), (3, 1, 10, -1), (4, 3, 20, -1)]

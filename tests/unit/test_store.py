@@ -196,6 +196,40 @@ async def test_mapped_bodies_are_bounded(tmp_path: Path, monkeypatch) -> None:
     await store.close()
 
 
+async def test_the_mapping_served_last_is_kept_longest(tmp_path: Path, monkeypatch) -> None:
+    """Mappings are released least recently served first: a hot body stays mapped however
+    many others are mapped after it."""
+    import edgeproxy.cache.store as store_module
+
+    monkeypatch.setattr(store_module, "MAX_MAPPED", 2)
+    store = _store(tmp_path, ram_object_max=10)
+    await store.start()
+    keys = [f"{i:02x}" * 16 for i in range(3)]
+    entries = [await _put(store, key, bytes([i]) * 100) for i, key in enumerate(keys)]
+    assert await store.ensure_readable(entries[0])
+    assert await store.ensure_readable(entries[1])
+    store.served_mapped(entries[0])  # a hit on the first: the second is now the oldest
+    assert await store.ensure_readable(entries[2])
+    assert entries[0].mapped is not None and entries[2].mapped is not None
+    assert entries[1].mapped is None
+    await store.close()
+
+
+async def test_a_dropped_entry_lets_go_of_its_mapping(tmp_path: Path) -> None:
+    """Removing an entry releases its mapping and open file in this process (its disk space
+    is not held by a mapping nobody will serve from again)."""
+    store = _store(tmp_path, ram_object_max=10)
+    await store.start()
+    entry = await _put(store, KEY_A, b"x" * 100)
+    assert await store.ensure_readable(entry) and entry.mapped is not None
+    handle = entry.handle
+    assert handle is not None
+    assert await store.drop(KEY_A)
+    assert entry.mapped is None and entry.handle is None
+    del handle
+    await store.close()
+
+
 def test_remove_temporary_files_of_takes_only_that_process_files(tmp_path: Path) -> None:
     """What a dead worker left in tmp/ goes; a live sibling's files with a PID that merely
     contains the dead one's digits, and other names, stay."""
