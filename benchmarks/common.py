@@ -1007,7 +1007,7 @@ def start_edgeproxy(
         wait_http(managed, health, timeout=max(1.0, deadline - time.monotonic()))
         with contextlib.suppress(OSError, ValueError):
             answer = http_json(health)
-            if workers <= 1 or len(answer.get("workers", [])) >= workers:
+            if workers <= 1 or len(answer.get("listening", [])) >= workers:
                 wait_listening(managed, port, timeout=10)
                 return node
         if time.monotonic() > deadline:

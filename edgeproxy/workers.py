@@ -18,6 +18,8 @@ Contract:
   is refused); if not, the error is logged and the running workers stay. This is also how a
   renewed TLS certificate is taken up: the new workers load it (``load_config`` has checked
   it), connections established with the old workers keep theirs.
+- The admin ``/healthz`` lists the started ``workers`` and, of those, the ``listening`` ones
+  (a worker reports it right after it accepts connections); it answers 200 once one listens.
 - ``node.tls_listen``: the master holds that port too and hands it to the workers.
   ``node.limits.max_connections`` applies per worker process.
 """
@@ -47,6 +49,7 @@ from edgeproxy.popularity import save_file as save_popularity
 log = logging.getLogger("edgeproxy.master")
 
 REPORT_INTERVAL = 0.1
+LISTENING_LINE = "L"  # a worker's report: it accepts connections on the node's port(s)
 ORPHAN_CHECK_INTERVAL = 0.5  # seconds between checks that the master is still there
 RESTART_BACKOFF = 0.5
 
@@ -110,6 +113,8 @@ async def _worker_main(
     node.node.popularity = Tally()  # counted here, decayed and kept by the master
     node.node.traffic.missed = Tally()
     await node.start(listen_port=port, tls_listen_port=tls_port)
+    # the first line the master reads: this worker listens (before, /healthz does not count it)
+    reporter.lines.append(f"{LISTENING_LINE}\n")
     task = asyncio.get_running_loop().create_task(reporter.run())
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -170,6 +175,7 @@ class Master:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.workers: dict[int, asyncio.subprocess.Process] = {}
+        self.listening: set[int] = set()  # workers that reported they accept connections
         self.generation = 0
         self.stopping = False
         self.port = 0
@@ -252,7 +258,10 @@ class Master:
                 now = time.time()
                 for line in lines:
                     text = line.decode("ascii", "replace")
-                    if text.startswith("i "):
+                    if text == LISTENING_LINE:
+                        if worker in self.workers:
+                            self.listening.add(worker)
+                    elif text.startswith("i "):
                         self._invalidate_path(text.split()[1])
                     elif not self.figures.handle_line(worker, text, now):
                         self.manager.handle_line(text, now)
@@ -285,6 +294,7 @@ class Master:
 
         code = await proc.wait()
         self.workers.pop(proc.pid, None)
+        self.listening.discard(proc.pid)
         # what it was writing can never be published (a clean exit leaves nothing; a kill -9
         # leaves its part files); its PID is in their names
         removed = await asyncio.get_running_loop().run_in_executor(
@@ -384,14 +394,16 @@ class Master:
         from edgeproxy.metrics import MasterCollector, registry_for
 
         async def healthz(_: web.Request) -> web.Response:
+            listening = sorted(self.listening)
             return web.json_response(
                 {
-                    "status": "ok" if self.workers else "starting",
+                    "status": "ok" if listening else "starting",
                     "node": self.config.node.name,
                     "role": self.config.node.role,
-                    "workers": sorted(self.workers),
+                    "workers": sorted(self.workers),  # started
+                    "listening": listening,  # of those, the ones accepting connections
                 },
-                status=200 if self.workers else 503,
+                status=200 if listening else 503,
             )
 
         async def stats(_: web.Request) -> web.Response:

@@ -209,7 +209,7 @@ class NodeProcess:
                 with contextlib.suppress(aiohttp.ClientError, TimeoutError):
                     async with s.get(self.admin + "/healthz") as r:
                         if r.status == 200:
-                            workers = (await r.json())["workers"]
+                            workers = (await r.json())["listening"]  # started and accepting
                             if len(workers) == 2:
                                 self.seen_workers.update(workers)
                                 return
@@ -695,6 +695,7 @@ async def test_workers_stop_by_themselves_when_the_master_is_killed(herd: Herd) 
     status, data = await node.health()
     workers = list(data["workers"])  # type: ignore[call-overload]
     assert status == 200 and len(workers) == 2
+    assert sorted(data["listening"]) == sorted(workers)  # type: ignore[call-overload]
     assert node.process is not None
     os.kill(node.process.pid, signal.SIGKILL)
     await asyncio.get_running_loop().run_in_executor(None, node.process.wait, 10)

@@ -243,7 +243,7 @@ class Node:
             if self.process.poll() is not None:
                 raise AssertionError(f"node exited: {self.process.returncode}\n{self.log_tail()}")
             health = await self.healthz()
-            workers = [int(w) for w in health["workers"]] if health else []  # type: ignore[attr-defined]
+            workers = [int(w) for w in health["listening"]] if health else []  # type: ignore[attr-defined]
             if len(workers) == 2 and not set(workers) & avoid:
                 self.workers = workers
                 return

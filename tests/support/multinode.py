@@ -98,7 +98,7 @@ class MultiNode:
                 assert time.monotonic() < deadline, self.log.read_text()
                 with contextlib.suppress(aiohttp.ClientError, TimeoutError):
                     async with s.get(self.admin_base + "/healthz") as r:
-                        workers = (await r.json()).get("workers", [])
+                        workers = (await r.json()).get("listening", [])
                 await asyncio.sleep(0.1)
 
     def stop(self) -> None:
