@@ -630,9 +630,9 @@ async def test_killed_leader_worker_cuts_its_followers_and_the_key_is_fetched_ag
     # the next request (the master may still be restarting the worker) fetches it again
     herd.origin.routes["/herd/orphan.bin"] = Slow(body)
     after = await one(url)
-    # On a loaded machine the other worker may not listen yet when the leader is killed (the
-    # node counts a worker before it listens): then no worker listens until one has started,
-    # and the connection is refused meanwhile. Tried again for up to 5 s.
+    # The other worker listens (the fixture waits for /healthz "listening"); before that was
+    # waited for, a loaded machine could kill the only listening worker and the connection
+    # was refused until another started. Still tried again for up to 5 s, logged.
     for _ in range(25):
         if after.error is None or "Connect call failed" not in after.error:
             break
