@@ -113,7 +113,7 @@ async def _worker_main(
     node.node.popularity = Tally()  # counted here, decayed and kept by the master
     node.node.traffic.missed = Tally()
     await node.start(listen_port=port, tls_listen_port=tls_port)
-    # the first line the master reads: this worker listens (before, /healthz does not count it)
+    # tell the master this worker listens (until then /healthz does not count it as listening)
     reporter.lines.append(f"{LISTENING_LINE}\n")
     task = asyncio.get_running_loop().create_task(reporter.run())
     stop = asyncio.Event()
