@@ -1,13 +1,15 @@
 """The open-file limit a node needs, and raising the soft limit to it at start.
 
-Each process of a node holds a descriptor per client connection (up to ``max_connections``),
-one per upstream connection (``upstream.max_connections``), two per mapped stored body (the
-mapping's own and the open file sendfile(2) reads; at most ``cache.store.MAX_MAPPED`` bodies
-stay mapped), plus some spare for the store's files being written, bodies opened to be read,
-logs and listeners. Many systems start services with a soft limit of
-1024, which a busy edge passes. As nginx's ``worker_rlimit_nofile`` or systemd's
-``LimitNOFILE``, the node raises its soft limit up to the hard one at start (before workers
-are forked, which inherit it) and warns when even the hard limit is lower than it may need.
+Each process of a node holds up to two descriptors per client connection (up to
+``max_connections``: the socket, and a duplicate once the connection sends a stored body by
+sendfile(2), to send its head with MSG_MORE), one per upstream connection
+(``upstream.max_connections``), two per mapped stored body (the mapping's own and the open file
+sendfile(2) reads; at most ``cache.store.MAX_MAPPED`` bodies stay mapped), plus some spare for
+the store's files being written, bodies opened to be read, logs and listeners. Many systems
+start services with a soft limit of 1024, which a busy edge passes. As nginx's
+``worker_rlimit_nofile`` or systemd's ``LimitNOFILE``, the node raises its soft limit up to the
+hard one at start (before workers are forked, which inherit it) and warns when even the hard
+limit is lower than it may need.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ MAX_SOFT_LIMIT = 1 << 20  # never ask for more than this (the hard limit may be 
 
 def fds_needed(max_connections: int, upstream_connections: int, mapped_bodies: int) -> int:
     """Descriptors one process of a node may hold at once (see the module docstring)."""
-    return max_connections + upstream_connections + 2 * mapped_bodies + SPARE_FDS
+    return 2 * max_connections + upstream_connections + 2 * mapped_bodies + SPARE_FDS
 
 
 def raise_open_file_limit(needed: int) -> tuple[int, int]:
@@ -48,8 +50,8 @@ def raise_open_file_limit(needed: int) -> tuple[int, int]:
     if after != resource.RLIM_INFINITY and after < needed:
         log.warning(
             "open-file limit %d (hard %s) is below the %d descriptors a process of this node "
-            "may hold (client and upstream connections, 2 per mapped body, %d spare): raise it "
-            "(ulimit -n, LimitNOFILE=) or lower node.limits.max_connections",
+            "may hold (2 per client connection, upstream connections, 2 per mapped body, "
+            "%d spare): raise it (ulimit -n, LimitNOFILE=) or lower node.limits.max_connections",
             after,
             "unlimited" if hard == resource.RLIM_INFINITY else hard,
             needed,

@@ -62,6 +62,9 @@ FS_CHECK_INTERVAL = 0.25
 # mapped bodies kept at once, least recently served released first (two fds each: the
 # mapping's own and the open file sendfile reads; see edgeproxy.fdlimit)
 MAX_MAPPED = 4096
+# errors of reading a body that say the process is short of descriptors or memory, not that
+# the body is bad: the entry is kept (answered from upstream this time), never dropped
+RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM})
 
 
 def remove_temporary_files_of(store_root: str | os.PathLike[str], pid: int) -> int:
@@ -544,7 +547,8 @@ class DiskStore:
     async def ensure_readable(self, entry: Entry) -> bool:
         """Make the body servable without I/O (RAM or mmap); verify it if not yet verified.
 
-        Returns False (and drops the entry) when the body is missing, short or corrupt.
+        Returns False (and drops the entry) when the body is missing, short or corrupt; False
+        (keeping the entry) when the process is out of descriptors or memory to read it.
         """
         if entry.mapped is not None and entry.verified:
             return True
@@ -553,6 +557,9 @@ class DiskStore:
         try:
             result = await self.run_io(self._load_body_sync, entry)
         except OSError as exc:
+            if exc.errno in RESOURCE_ERRNOS:  # the process, not the body: keep the entry
+                log.warning("entry %s not readable now (%s): kept", entry.key_hex, exc)
+                return False
             log.warning("entry %s unreadable (%s): dropped", entry.key_hex, exc)
             await self.drop(entry.key_hex, only=entry)
             return False

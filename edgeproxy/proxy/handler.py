@@ -407,8 +407,8 @@ class Node:
             and body is entry.mapped
             and entry.handle is not None
         ):
-            conn.write(head)  # then the body straight from the page cache (sendfile)
-            conn.send_body(entry.handle.fileno(), memoryview(body))
+            # the head, then the body straight from the page cache (sendfile)
+            conn.send_body(entry.handle.fileno(), memoryview(body), head=head)
         else:
             conn.writelines([head, memoryview(body)])  # one writev
         self._fast_hit_done(req, key.path, entry.status, 0 if method == "HEAD" else len(body), now)
@@ -524,8 +524,8 @@ class Node:
             and body is source.mapped
             and source.handle is not None
         ):
-            conn.write(head)  # then the bytes straight from the page cache (sendfile)
-            conn.send_body(source.handle.fileno(), payload, offset)
+            # the head, then the bytes straight from the page cache (sendfile)
+            conn.send_body(source.handle.fileno(), payload, offset, head)
         else:
             conn.writelines([head, payload])  # one writev
         self._fast_hit_done(req, key.path, 206, count, now)

@@ -31,6 +31,7 @@ import asyncio
 import errno
 import logging
 import os
+import socket
 import ssl as ssl_module
 import time
 from collections import deque
@@ -54,6 +55,11 @@ WRITE_VIEW_CHUNK = 1024 * 1024
 # process copies stored bodies from then on (logged once); any other error cuts the connection
 SENDFILE_UNSUPPORTED = frozenset({errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP})
 _sendfile_refused = False
+# A head sent with MSG_MORE (Linux) waits in the socket for the body sendfile(2) sends right
+# after it, so the two leave in full segments rather than a small one for the head first (nginx
+# gets this from tcp_nopush, TCP_CORK); the receiver wakes once and reads fewer pieces. 0 (not
+# used) where the platform has no such flag.
+MSG_MORE: int = getattr(socket, "MSG_MORE", 0)
 
 
 def _sendfile_unsupported(exc: OSError) -> None:
@@ -265,6 +271,11 @@ class HttpConnection(asyncio.Protocol):
         # or not known), see send_body; for bodies of at most sendfile_max bytes
         self.sendfile_fd = -1
         self.sendfile_max = limits.sendfile_max
+        # a duplicate of the socket's descriptor to send heads with MSG_MORE (the transport's
+        # socket object cannot send with flags): made when the first head goes before a
+        # sendfile(2), closed with the connection; see send_body
+        self._head_sock: socket.socket | None = None
+        self._head_sock_tried = False
         # state of the message being parsed
         self._url = b""
         self._raw: list[tuple[str, str]] = []
@@ -297,6 +308,9 @@ class HttpConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.server.connections.discard(self)
+        head_sock, self._head_sock = self._head_sock, None
+        if head_sock is not None:
+            head_sock.close()  # the last descriptor of the socket: the kernel ends it now
         if self._current is not None and self._current.body is not None:
             self._current.body._wake()
         if self._drain_waiter is not None and not self._drain_waiter.done():
@@ -496,19 +510,28 @@ class HttpConnection(asyncio.Protocol):
         if not self.closed and self.transport is not None:
             self.transport.writelines(parts)
 
-    def send_body(self, file_fd: int, view: memoryview, offset: int = 0) -> int:
-        """Send ``view`` (a stored body's mapping; ``offset`` its position in the file) after
-        what was written before, without copying it through this process when possible.
+    def send_body(self, file_fd: int, view: memoryview, offset: int = 0, head: bytes = b"") -> int:
+        """Send ``head`` then ``view`` (a stored body's mapping; ``offset`` its position in the
+        file ``file_fd``) after what was written before, without copying the body through this
+        process when possible.
 
         When the transport's buffer is empty (everything before has reached the socket), the
-        kernel sends as much as the socket takes straight from the page cache (sendfile(2),
-        as nginx does); the rest, if any, goes through the transport as usual (same order:
-        the transport only writes after its buffer). Returns the bytes sent by sendfile."""
+        head goes with MSG_MORE (it waits for the body, see :data:`MSG_MORE`) and the kernel
+        sends as much of the body as the socket takes straight from the page cache
+        (sendfile(2), as nginx does); the rest, if any, goes through the transport as usual
+        (same order: the transport only writes after its buffer). Returns the body bytes sent
+        by sendfile."""
         transport = self.transport
         if self.closed or transport is None:
             return 0
+        sendfile_open = self.sendfile_fd >= 0 and transport.get_write_buffer_size() == 0
+        if head:
+            done = self._send_head_more(head) if sendfile_open else 0
+            if done < len(head):
+                transport.write(head[done:] if done else head)
+                sendfile_open = sendfile_open and transport.get_write_buffer_size() == 0
         sent = 0
-        if self.sendfile_fd >= 0 and transport.get_write_buffer_size() == 0:
+        if sendfile_open:
             try:
                 sent = os.sendfile(self.sendfile_fd, file_fd, offset, len(view))
             except BlockingIOError:
@@ -522,6 +545,30 @@ class HttpConnection(asyncio.Protocol):
         if sent < len(view):
             transport.write(view[sent:])
         return sent
+
+    def _send_head_more(self, head: bytes) -> int:
+        """Send ``head`` on the socket with MSG_MORE; returns the bytes sent (0 when the
+        flag, the duplicate descriptor or the socket's buffer is not available; an error
+        of the peer shows on the transport's next write)."""
+        sock = self._head_sock
+        if sock is None:
+            if self._head_sock_tried or not MSG_MORE:
+                return 0
+            self._head_sock_tried = True
+            try:
+                fd = os.dup(self.sendfile_fd)
+            except OSError:
+                return 0  # out of descriptors: heads go through the transport
+            try:
+                sock = socket.socket(fileno=fd)
+            except OSError:
+                os.close(fd)
+                return 0
+            self._head_sock = sock
+        try:
+            return sock.send(head, MSG_MORE)
+        except OSError:
+            return 0
 
     async def drain(self) -> None:
         """Wait until the transport accepts more (back-pressure); slow readers time out."""
@@ -696,8 +743,8 @@ class ResponseWriter:
             if self.content_length is not None and self.bytes_sent > self.content_length:
                 self.abort()
                 raise ConnectionResetError("body longer than its Content-Length")
-            self._flush_head()
-            self.conn.send_body(file_fd, chunk, offset + at)
+            head, self._head = self._head, None  # leaves with the first chunk (MSG_MORE)
+            self.conn.send_body(file_fd, chunk, offset + at, head or b"")
             await self.conn.drain()
 
     async def write_view(self, view: memoryview) -> None:

@@ -5,6 +5,7 @@ fast path, the slow path (ranges) and pipelined requests."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 
 import pytest
@@ -123,3 +124,137 @@ async def test_a_file_system_without_sendfile_falls_back_to_copying(
     finally:
         writer.close()
     assert calls == [100_000]  # tried once, then never again in this process
+
+
+async def test_heads_before_sendfile_wait_for_the_body_and_their_descriptor_closes_with_it(
+    make_node, origin, client, monkeypatch
+) -> None:
+    """The head of an answer whose body goes by sendfile(2) is sent with MSG_MORE (head and
+    body leave in full segments), through one duplicate descriptor per connection that is
+    closed with the connection: no descriptor left behind, and a ``Connection: close``
+    answer still ends promptly (the duplicate would otherwise hold the socket open)."""
+    import socket
+
+    from edgeproxy.proxy import server as server_module
+
+    if not server_module.MSG_MORE:
+        pytest.skip("no MSG_MORE on this platform")
+    flags: list[tuple[int, int]] = []
+    real_send = socket.socket.send
+
+    def recording(self, data, flags_=0):
+        flags.append((len(data), flags_))
+        return real_send(self, data, flags_)
+
+    monkeypatch.setattr(socket.socket, "send", recording)
+
+    async def body(request: web.Request) -> web.StreamResponse:
+        return web.Response(
+            body=BODY[:100_000], headers={"Cache-Control": "max-age=600", "ETag": '"v1"'}
+        )
+
+    origin.routes["/api/m.bin"] = body
+    node = await make_node(
+        {"parents": [origin.endpoint]},
+        store_extra={"ram_object_max": "64KiB"},
+        node_extra={"sendfile": True},
+    )
+    url = f"http://127.0.0.1:{node.port}/api/m.bin"
+    async with client.get(url) as r:
+        assert await r.read() == BODY[:100_000]
+    for _ in range(200):
+        if node.node.store.index:
+            break
+        await asyncio.sleep(0.01)
+    async with client.get(url) as r:  # a hit: the body is mapped (its descriptors open)
+        assert "hit" in r.headers["Cache-Status"] and await r.read() == BODY[:100_000]
+
+    def open_fds() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    async def settle(expected: int) -> int:
+        for _ in range(200):  # the server sees the clients' ends on its next loop turns
+            if not node.server.connections and open_fds() <= expected:
+                break
+            await asyncio.sleep(0.01)
+        return open_fds()
+
+    await client.close()  # the warming connection: the baseline has no client connection
+    baseline = await settle(10**6)
+    # the connection objects sit in reference cycles (the parser holds its protocol): with
+    # the collector off, only the explicit close at connection_lost frees the duplicate
+    gc.disable()
+    try:
+        requests = {
+            "fast": b"GET /api/m.bin HTTP/1.1\r\nHost: x\r\n",
+            "fast range": b"GET /api/m.bin HTTP/1.1\r\nHost: x\r\nRange: bytes=9-99008\r\n",
+            "slow range": b"GET /api/m.bin HTTP/1.1\r\nHost: x\r\nRange: bytes=9-99008\r\n"
+            b'If-Range: "v1"\r\n',
+        }
+        expected_bodies = {"fast": BODY[:100_000], "fast range": BODY[9:99009]}
+        expected_bodies["slow range"] = expected_bodies["fast range"]
+        for name, request in requests.items():
+            # keep-alive: two answers on the connection, one duplicate while it is open
+            flags.clear()
+            reader, writer = await asyncio.open_connection("127.0.0.1", node.port)
+            for _ in range(2):
+                writer.write(request + b"\r\n")
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0])
+                assert await reader.readexactly(length) == expected_bodies[name], name
+            assert [(n, f) for n, f in flags] == [(len(head), server_module.MSG_MORE)] * 2, name
+            assert open_fds() == baseline + 3, name  # the client's socket, the server's, its copy
+            writer.close()
+            await writer.wait_closed()
+            assert await settle(baseline) == baseline, name
+            # Connection: close: the answer ends (EOF) once sent
+            reader, writer = await asyncio.open_connection("127.0.0.1", node.port)
+            writer.write(request + b"Connection: close\r\n\r\n")
+            answer = await asyncio.wait_for(reader.read(-1), 10)
+            assert answer.split(b"\r\n\r\n", 1)[1] == expected_bodies[name], name
+            writer.close()
+            assert await settle(baseline) == baseline, name
+    finally:
+        gc.enable()
+
+
+async def test_heads_go_through_the_transport_when_no_descriptor_is_left(
+    make_node, origin, client, monkeypatch
+) -> None:
+    """os.dup failing (EMFILE): heads and bodies go as before, whole and in order."""
+    import errno
+
+    async def body(request: web.Request) -> web.StreamResponse:
+        return web.Response(body=BODY[:100_000], headers={"Cache-Control": "max-age=600"})
+
+    origin.routes["/api/m.bin"] = body
+    node = await make_node(
+        {"parents": [origin.endpoint]},
+        store_extra={"ram_object_max": "64KiB"},
+        node_extra={"sendfile": True},
+    )
+    url = f"http://127.0.0.1:{node.port}/api/m.bin"
+    async with client.get(url) as r:
+        assert await r.read() == BODY[:100_000]
+    for _ in range(200):
+        if node.node.store.index:
+            break
+        await asyncio.sleep(0.01)
+    async with client.get(url) as r:  # a hit: the body is mapped before descriptors run out
+        assert "hit" in r.headers["Cache-Status"] and await r.read() == BODY[:100_000]
+    dups = []
+
+    def no_fd(fd):
+        dups.append(fd)
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    monkeypatch.setattr(os, "dup", no_fd)
+    reader, writer = await asyncio.open_connection("127.0.0.1", node.port)
+    try:
+        for _ in range(3):
+            writer.write(b"GET /api/m.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+            head = await reader.readuntil(b"\r\n\r\n")
+            assert b"hit" in head and await reader.readexactly(100_000) == BODY[:100_000]
+    finally:
+        writer.close()
+    assert len(dups) == 1  # tried once for the connection

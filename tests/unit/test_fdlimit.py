@@ -34,9 +34,9 @@ def _run(soft: int, hard: str, needed: int) -> tuple[list[int], str]:
     return [int(v) for v in line.split()[1:]], out
 
 
-def test_fds_needed_counts_connections_two_per_mapping_and_spares() -> None:
-    assert fds_needed(4096, 256, 1024) == 4096 + 256 + 2048 + SPARE_FDS
-    assert fds_needed(10, 0, 0) == 10 + SPARE_FDS
+def test_fds_needed_counts_two_per_client_connection_and_mapping_and_spares() -> None:
+    assert fds_needed(4096, 256, 1024) == 8192 + 256 + 2048 + SPARE_FDS
+    assert fds_needed(10, 0, 0) == 20 + SPARE_FDS
 
 
 def test_a_low_soft_limit_is_raised_up_to_what_is_needed() -> None:

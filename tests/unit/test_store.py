@@ -106,6 +106,44 @@ async def test_corrupt_body_is_dropped_on_first_use(tmp_path: Path) -> None:
     await again.close()
 
 
+async def test_a_body_unreadable_for_lack_of_descriptors_is_kept(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """EMFILE/ENFILE/ENOMEM while loading a body say nothing of the body: the entry stays
+    (not servable this time) and loads once descriptors are back; other errors drop it."""
+    import errno
+
+    store = _store(tmp_path, ram_object_max=100)
+    await store.start()
+    entry = await _put(store, KEY_A, os.urandom(5000))
+    await store.close()
+    again = _store(tmp_path, ram_object_max=100)
+    await again.start()
+    await again.wait_loaded()
+    loaded = await again.lookup(KEY_A)
+    assert loaded is not None
+    real_dup = os.dup
+
+    def no_fd(fd: int) -> int:
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    monkeypatch.setattr(os, "dup", no_fd)
+    assert not await again.ensure_readable(loaded)
+    assert again.index.get(KEY_A) is loaded and again.body_path(entry).exists()
+    monkeypatch.setattr(os, "dup", real_dup)
+    assert await again.ensure_readable(loaded) and loaded.mapped is not None
+    assert bytes(loaded.mapped) == again.body_path(entry).read_bytes()
+
+    def gone(fd: int) -> int:
+        raise OSError(errno.EIO, "Input/output error")
+
+    loaded.mapped = loaded.handle = None
+    monkeypatch.setattr(os, "dup", gone)
+    assert not await again.ensure_readable(loaded)
+    assert await again.lookup(KEY_A) is None  # a read error of the body: dropped
+    await again.close()
+
+
 async def test_start_removes_temp_files_orphans_and_broken_metadata(tmp_path: Path) -> None:
     store = _store(tmp_path)
     await store.start()
