@@ -27,8 +27,8 @@ Schema (``#`` marks the defaults; keys not listed here are errors, with a did-yo
                                     # default: a line costs about as much as a RAM hit itself
     sendfile = true                 # stored bodies over 64 KiB and up to sendfile_max go by
                                     # sendfile(2) (plain TCP; nginx's `sendfile on`)
-    sendfile_max = "128KiB"         # larger ones are copied from their mapping: faster for a
-                                    # client on the same host; raise it behind a real network
+    sendfile_max = "1MiB"           # larger ones are copied from their mapping in drained
+                                    # chunks (measured faster for them)
     tls_cert = "tls/edge.crt"       # PEM certificate chain (relative: to this file); with
     tls_key = "tls/edge.key"        # its unencrypted PEM key: both or neither. Checked at load
                                     # (the one thing read at load), read again on SIGHUP
@@ -219,15 +219,16 @@ class NodeConfig:
     # open client connections per process; more are closed right after accept
     max_connections: int = 4096
     # send stored bodies of more than 64 KiB and at most ``sendfile_max`` bytes with
-    # sendfile(2) on plain-TCP connections (nginx's ``sendfile on``): the kernel sends them
-    # from the page cache without a copy through this process. Larger bodies are copied from
-    # their mapping: a client on the same host reads sendfile's page-cache pages out of its
-    # socket more slowly. ``benchmarks/hit_bench.py --sendfile-ab`` on loopback, one core:
-    # 100 KiB hits 32.3k req/s by sendfile vs 31.0k by copy; 256 KiB 11.3k vs 14.0k; 512 KiB
-    # 4.2k vs 8.7k; per hit, sendfile needs 0.82x the CPU of the copy at 100 KiB, 0.62x at
-    # 256 KiB, 0.28x at 1 MiB, so behind a real network (clients elsewhere) raise it.
+    # sendfile(2) on plain-TCP connections (nginx's ``sendfile on``), their head with
+    # MSG_MORE: the kernel sends them from the page cache without a copy through this
+    # process. ``benchmarks/hit_bench.py --sendfile-ab`` on loopback, one core
+    # (``benchmarks/results/hit-sendfile-ab-msg-more-2026-11-29.md``): 256 KiB hits 17.2k
+    # req/s by sendfile vs 16.5k by copy (nginx 16.1k), 512 KiB 8.8k vs 5.2k (4.9-5.8k), 1 MiB
+    # 4.6k vs 4.2k (2.0k) at half the copy's CPU; 8 MiB 0.27k vs 0.36k: a body over 1 MiB
+    # goes out in drained 1 MiB chunks, and a chunk the socket cannot take at once is copied
+    # through the transport, so larger bodies are copied from their mapping by default.
     sendfile: bool = True
-    sendfile_max: int = 128 * 1024
+    sendfile_max: int = 1024 * 1024
 
     @property
     def tls_on_listen(self) -> bool:

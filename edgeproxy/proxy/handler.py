@@ -397,10 +397,12 @@ class Node:
         cors_rules = policy.cors
         if cors_rules is not None and "origin" in hdict:  # the cached head has the static part
             head = head[:-2] + cors_rules.actual_block(hdict["origin"]) + b"\r\n"
+        # answers are written at the end of the loop turn (HttpConnection.write_soon), those
+        # with a body from the page cache at once (sendfile needs the socket's turn now)
         if method == "HEAD":
-            conn.write(head)
+            conn.write_soon(head)
         elif len(body) <= 65536:
-            conn.write(head + body)
+            conn.write_soon(head + body)
         elif (
             conn.sendfile_fd >= 0
             and len(body) <= conn.sendfile_max
@@ -410,7 +412,8 @@ class Node:
             # the head, then the body straight from the page cache (sendfile)
             conn.send_body(entry.handle.fileno(), memoryview(body), head=head)
         else:
-            conn.writelines([head, memoryview(body)])  # one writev
+            conn.write_soon(head)
+            conn.write_soon(memoryview(body))  # one writev with the head
         self._fast_hit_done(req, key.path, entry.status, 0 if method == "HEAD" else len(body), now)
         return True
 
@@ -517,7 +520,7 @@ class Node:
         head += b"\r\n"
         payload = memoryview(body)[offset : offset + count]
         if count <= 65536:
-            conn.write(head + payload)
+            conn.write_soon(head + payload)
         elif (
             conn.sendfile_fd >= 0
             and count <= conn.sendfile_max
@@ -527,7 +530,8 @@ class Node:
             # the head, then the bytes straight from the page cache (sendfile)
             conn.send_body(source.handle.fileno(), payload, offset, head)
         else:
-            conn.writelines([head, payload])  # one writev
+            conn.write_soon(head)
+            conn.write_soon(payload)  # one writev with the head
         self._fast_hit_done(req, key.path, 206, count, now)
         return True
 

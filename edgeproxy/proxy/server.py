@@ -276,6 +276,7 @@ class HttpConnection(asyncio.Protocol):
         # sendfile(2), closed with the connection; see send_body
         self._head_sock: socket.socket | None = None
         self._head_sock_tried = False
+        self._pending: list[bytes | memoryview] | None = None  # write_soon's, not yet written
         # state of the message being parsed
         self._url = b""
         self._raw: list[tuple[str, str]] = []
@@ -502,11 +503,38 @@ class HttpConnection(asyncio.Protocol):
 
     # ---- output ----------------------------------------------------------------------------
 
+    def write_soon(self, data: bytes | memoryview) -> None:
+        """Write ``data`` once this turn of the event loop has read every connection ready
+        in it, together with their answers (see :meth:`HttpServer.flush_soon`)."""
+        if self.closed or self.transport is None:
+            return
+        pending = self._pending
+        if pending is None:
+            self._pending = [data]
+            self.server.flush_soon(self)
+        else:
+            pending.append(data)
+
+    def flush(self) -> None:
+        """Hand what :meth:`write_soon` holds to the transport."""
+        pending = self._pending
+        if pending is not None:
+            self._pending = None
+            if not self.closed and self.transport is not None:
+                if len(pending) == 1:
+                    self.transport.write(pending[0])
+                else:
+                    self.transport.writelines(pending)
+
     def write(self, data: bytes | memoryview) -> None:
+        if self._pending is not None:
+            self.flush()
         if not self.closed and self.transport is not None:
             self.transport.write(data)
 
     def writelines(self, parts: list[bytes | memoryview]) -> None:
+        if self._pending is not None:
+            self.flush()
         if not self.closed and self.transport is not None:
             self.transport.writelines(parts)
 
@@ -521,6 +549,8 @@ class HttpConnection(asyncio.Protocol):
         (sendfile(2), as nginx does); the rest, if any, goes through the transport as usual
         (same order: the transport only writes after its buffer). Returns the body bytes sent
         by sendfile."""
+        if self._pending is not None:
+            self.flush()
         transport = self.transport
         if self.closed or transport is None:
             return 0
@@ -609,12 +639,16 @@ class HttpConnection(asyncio.Protocol):
             self.close()
 
     def close(self) -> None:
+        if self._pending is not None:
+            self.flush()
         if not self.closed and self.transport is not None:
             self.closed = True
             self.transport.close()
 
     def abort(self) -> None:
         """Cut the connection without a clean end: a client must see a failed transfer."""
+        if self._pending is not None:
+            self.flush()  # the answers before the failed one are whole
         if self.transport is not None:
             self.closed = True
             self.transport.abort()
@@ -789,6 +823,7 @@ class HttpServer:
         self._servers: list[asyncio.base_events.Server] = []
         self._sweeper: asyncio.Task[None] | None = None
         self._refusal_logged = -REFUSAL_LOG_INTERVAL
+        self._to_flush: list[HttpConnection] = []
 
     async def start(
         self,
@@ -834,6 +869,20 @@ class HttpServer:
         """The bound port of the first listener."""
         assert self._servers
         return int(self._servers[0].sockets[0].getsockname()[1])
+
+    def flush_soon(self, conn: HttpConnection) -> None:
+        """Write ``conn``'s held answers at the end of this loop turn, after the other ready
+        connections are read: the answers leave back to back, so a client waiting on several
+        connections wakes once for them (as Netty flushes at the end of a read loop)."""
+        to_flush = self._to_flush
+        to_flush.append(conn)
+        if len(to_flush) == 1:
+            conn.loop.call_soon(self._flush_all)
+
+    def _flush_all(self) -> None:
+        to_flush, self._to_flush = self._to_flush, []
+        for conn in to_flush:
+            conn.flush()
 
     def refuse(self, transport: asyncio.BaseTransport) -> None:
         """One connection more than ``max_connections``: reset it, count it, log it (at most
