@@ -224,9 +224,10 @@ class NodeConfig:
     # process. ``benchmarks/hit_bench.py --sendfile-ab`` on loopback, one core
     # (``benchmarks/results/hit-sendfile-ab-msg-more-2026-11-29.md``): 256 KiB hits 17.2k
     # req/s by sendfile vs 16.5k by copy (nginx 16.1k), 512 KiB 8.8k vs 5.2k (4.9-5.8k), 1 MiB
-    # 4.6k vs 4.2k (2.0k) at half the copy's CPU; 8 MiB 0.27k vs 0.36k: a body over 1 MiB
-    # goes out in drained 1 MiB chunks, and a chunk the socket cannot take at once is copied
-    # through the transport, so larger bodies are copied from their mapping by default.
+    # 4.6k vs 4.2k (2.0k) at half the copy's CPU; 8 MiB (sent by sendfile as the socket
+    # frees room) 0.29k vs 0.33k at 0.6x the CPU, p99 0.3 s vs 0.7-2.7 s: larger bodies are
+    # copied from their mapping by default, as a client on the same host reads them faster;
+    # behind a real network (clients elsewhere) raise it.
     sendfile: bool = True
     sendfile_max: int = 1024 * 1024
 

@@ -69,11 +69,14 @@ RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM})
 
 def remove_temporary_files_of(store_root: str | os.PathLike[str], pid: int) -> int:
     """Delete what process ``pid`` left in the store's ``tmp/``: bodies it was writing (named
-    ``<key>.<pid>.<random>.part``) and metadata before its rename (``.meta``). For the master
-    of a multi-process node, when a worker has exited (a kill -9 leaves its part files
-    behind; nothing of a dead process is ever published, and a follower that had the part
-    file open keeps reading it). Call it once the worker was reaped. Returns the files
-    removed."""
+    ``<key>.<pid>.<random>.part``) and metadata before its rename (``.meta``), and the body a
+    metadata file there names when the process died between moving that body into
+    ``objects/`` and its metadata (publishing writes the metadata first, see
+    ``DiskStore._publish_sync``; a body no published metadata names is served by nobody).
+    For the master of a multi-process node, when a worker has exited (a kill -9 leaves its
+    part files behind; nothing of a dead process is ever published, and a follower that had
+    the part file open keeps reading it). Call it once the worker was reaped. Returns the
+    files removed."""
     tmp_dir = Path(store_root) / "tmp"
     wanted = str(pid)
     removed = 0
@@ -84,10 +87,33 @@ def remove_temporary_files_of(store_root: str | os.PathLike[str], pid: int) -> i
     for name in names:
         parts = name.split(".")
         if len(parts) == 4 and parts[1] == wanted and parts[3] in ("part", "meta"):
+            if parts[3] == "meta":
+                removed += _remove_unpublished_body(Path(store_root), tmp_dir / name)
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp_dir / name)
                 removed += 1
     return removed
+
+
+def _remove_unpublished_body(store_root: Path, meta_tmp: Path) -> int:
+    """The body ``meta_tmp`` (a dead process's metadata, never renamed) names, if it is in
+    ``objects/`` while the published metadata of its key names another body: removed (1)."""
+    try:
+        entry = Entry.from_json(meta_tmp.read_bytes())
+    except (OSError, ValueError):
+        return 0
+    directory = store_root / "objects" / entry.key_hex[:2] / entry.key_hex[2:4]
+    try:
+        published = Entry.from_json((directory / f"{entry.key_hex}.meta").read_bytes())
+        if published.body_file == entry.body_file:
+            return 0  # published after all
+    except (OSError, ValueError):
+        pass  # no metadata for the key (or unreadable): the body is nobody's
+    try:
+        os.unlink(directory / entry.body_file)
+    except OSError:
+        return 0
+    return 1
 
 
 def _checksum_hex(hasher: xxhash.xxh3_64) -> str:
@@ -312,6 +338,10 @@ class DiskStore:
         self._started_at = 0.0
         self.evictions = 0
         self.corrupt_dropped = 0
+        # bodies not loaded for lack of descriptors or memory (entries kept), logged at most
+        # once per UNWRITABLE_LOG_INTERVAL
+        self.resource_refusals = 0
+        self._resource_logged = -UNWRITABLE_LOG_INTERVAL
         self._closed = False
         # disk full / read-only: monotonic time until which nothing new is written
         self.unwritable_until = 0.0
@@ -558,7 +588,16 @@ class DiskStore:
             result = await self.run_io(self._load_body_sync, entry)
         except OSError as exc:
             if exc.errno in RESOURCE_ERRNOS:  # the process, not the body: keep the entry
-                log.warning("entry %s not readable now (%s): kept", entry.key_hex, exc)
+                self.resource_refusals += 1
+                now = time.monotonic()
+                if now - self._resource_logged >= UNWRITABLE_LOG_INTERVAL:
+                    self._resource_logged = now
+                    log.warning(
+                        "entry %s not readable now (%s): kept (%d such refusals so far)",
+                        entry.key_hex,
+                        exc,
+                        self.resource_refusals,
+                    )
                 return False
             log.warning("entry %s unreadable (%s): dropped", entry.key_hex, exc)
             await self.drop(entry.key_hex, only=entry)
@@ -626,7 +665,11 @@ class DiskStore:
                 return None
             # and an open file for sendfile(2) (closed by GC with the mapping, see
             # _remember_mapping: a response may still be sending from it)
-            return mapped, os.fdopen(os.dup(f.fileno()), "rb", buffering=0)
+            try:
+                return mapped, os.fdopen(os.dup(f.fileno()), "rb", buffering=0)
+            except OSError:
+                mapped.close()  # its own descriptor goes now, not with the traceback
+                raise
 
     async def open_body(self, entry: Entry) -> int | None:
         """A read-only descriptor of the entry's body (thread); None when the file is gone
@@ -783,14 +826,25 @@ class DiskStore:
     def _publish_sync(self, tmp_path: Path, entry: Entry) -> None:
         directory = self._dir_for(entry.key_hex)
         directory.mkdir(parents=True, exist_ok=True)
-        os.rename(tmp_path, directory / entry.body_file)
-        self._write_meta_sync(entry)
+        # the metadata is written first: a process killed between the body's rename and the
+        # metadata's leaves the .meta in tmp/, naming the body for remove_temporary_files_of
+        meta_tmp = self._meta_tmp_sync(entry)
+        try:
+            os.rename(tmp_path, directory / entry.body_file)
+        except OSError:
+            with contextlib.suppress(OSError):
+                meta_tmp.unlink()
+            raise
+        os.rename(meta_tmp, directory / f"{entry.key_hex}.meta")
 
-    def _write_meta_sync(self, entry: Entry) -> None:
-        directory = self._dir_for(entry.key_hex)
+    def _meta_tmp_sync(self, entry: Entry) -> Path:
         tmp = self.tmp_dir / f"{entry.key_hex}.{os.getpid()}.{os.urandom(4).hex()}.meta"
         tmp.write_bytes(entry.to_json())
-        os.rename(tmp, directory / f"{entry.key_hex}.meta")
+        return tmp
+
+    def _write_meta_sync(self, entry: Entry) -> None:
+        tmp = self._meta_tmp_sync(entry)
+        os.rename(tmp, self._dir_for(entry.key_hex) / f"{entry.key_hex}.meta")
 
     async def update_meta(self, entry: Entry) -> None:
         """Persist changed metadata (after a 304 revalidation, RFC 9111 sec. 4.3.4)."""

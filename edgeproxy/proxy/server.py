@@ -51,6 +51,9 @@ log = logging.getLogger("edgeproxy.server")
 BODY_BUFFER = 256 * 1024
 REFUSAL_LOG_INTERVAL = 60.0
 WRITE_VIEW_CHUNK = 1024 * 1024
+# what send_file writes through the transport when the socket is full, to learn when it has
+# room again (the rest of a body goes by sendfile)
+SENDFILE_NUDGE = 16 * 1024
 # sendfile(2) errors that say the file (its file system) or socket cannot be sent from: the
 # process copies stored bodies from then on (logged once); any other error cuts the connection
 SENDFILE_UNSUPPORTED = frozenset({errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP})
@@ -311,11 +314,19 @@ class HttpConnection(asyncio.Protocol):
         self.server.connections.discard(self)
         head_sock, self._head_sock = self._head_sock, None
         if head_sock is not None:
-            head_sock.close()  # the last descriptor of the socket: the kernel ends it now
+            head_sock.close()  # else it would hold the socket open once the transport's goes
         if self._current is not None and self._current.body is not None:
             self._current.body._wake()
         if self._drain_waiter is not None and not self._drain_waiter.done():
             self._drain_waiter.set_exception(ConnectionResetError("client went away"))
+
+    def eof_received(self) -> bool | None:
+        """The client ended its side (a half-close, TLS close_notify): answers held by
+        :meth:`write_soon` go to the transport now, before it starts closing (a closing TLS
+        transport drops later writes). None: the transport then closes."""
+        if self._pending is not None:
+            self.flush()
+        return None
 
     def pause_writing(self) -> None:
         self.write_paused = True
@@ -556,7 +567,8 @@ class HttpConnection(asyncio.Protocol):
             return 0
         sendfile_open = self.sendfile_fd >= 0 and transport.get_write_buffer_size() == 0
         if head:
-            done = self._send_head_more(head) if sendfile_open else 0
+            # MSG_MORE only with a body to follow (it is what pushes the head out)
+            done = self._send_head_more(head) if sendfile_open and len(view) else 0
             if done < len(head):
                 transport.write(head[done:] if done else head)
                 sendfile_open = sendfile_open and transport.get_write_buffer_size() == 0
@@ -576,6 +588,63 @@ class HttpConnection(asyncio.Protocol):
             transport.write(view[sent:])
         return sent
 
+    async def send_file(
+        self, file_fd: int, view: memoryview, offset: int = 0, head: bytes = b""
+    ) -> None:
+        """Send ``head`` then all of ``view`` (``offset`` its position in ``file_fd``) by
+        sendfile(2), waiting for room in the socket whenever it is full: however large the
+        body, it goes from the page cache without a copy through this process (as nginx's
+        sendfile loop), except a nudge of ``SENDFILE_NUDGE`` bytes through the transport each
+        time the socket is full (the transport is what tells when it has room again).
+        Falls back to copying when the connection cannot sendfile. Raises ConnectionError
+        when the client goes away or the file ends early (the connection is then cut)."""
+        transport = self.transport
+        if self.closed or transport is None:
+            raise ConnectionResetError("client went away")
+        if self._pending is not None:
+            self.flush()
+        low, high = transport.get_write_buffer_limits()
+        # pause as soon as anything waits in the transport, resume once all of it is out
+        transport.set_write_buffer_limits(high=0)
+        try:
+            if head:
+                done = 0
+                if self.sendfile_fd >= 0 and transport.get_write_buffer_size() == 0:
+                    done = self._send_head_more(head)
+                if done < len(head):
+                    transport.write(head[done:] if done else head)
+            pos = 0
+            total = len(view)
+            while pos < total:
+                if self.closed:
+                    raise ConnectionResetError("client went away")
+                if self.sendfile_fd >= 0 and transport.get_write_buffer_size() == 0:
+                    try:
+                        sent = os.sendfile(self.sendfile_fd, file_fd, offset + pos, total - pos)
+                    except BlockingIOError:
+                        sent = -1  # the socket is full
+                    except OSError as exc:
+                        if exc.errno not in SENDFILE_UNSUPPORTED:
+                            self.abort()
+                            raise ConnectionResetError(f"sendfile: {exc}") from None
+                        _sendfile_unsupported(exc)
+                        self.sendfile_fd = -1
+                        sent = -1
+                    if sent == 0:
+                        self.abort()  # the file is shorter than its view: never a clean end
+                        raise ConnectionResetError("stored body ended early")
+                    if sent > 0:
+                        pos += sent
+                        continue
+                step = SENDFILE_NUDGE if self.sendfile_fd >= 0 else WRITE_VIEW_CHUNK
+                piece = view[pos : pos + step]
+                transport.write(piece)
+                pos += len(piece)
+                await self.drain()
+        finally:
+            if not self.closed:
+                transport.set_write_buffer_limits(high=high, low=low)
+
     def _send_head_more(self, head: bytes) -> int:
         """Send ``head`` on the socket with MSG_MORE; returns the bytes sent (0 when the
         flag, the duplicate descriptor or the socket's buffer is not available; an error
@@ -591,6 +660,7 @@ class HttpConnection(asyncio.Protocol):
                 return 0  # out of descriptors: heads go through the transport
             try:
                 sock = socket.socket(fileno=fd)
+                sock.setblocking(False)  # never the process's default timeout: no waiting
             except OSError:
                 os.close(fd)
                 return 0
@@ -648,7 +718,7 @@ class HttpConnection(asyncio.Protocol):
     def abort(self) -> None:
         """Cut the connection without a clean end: a client must see a failed transfer."""
         if self._pending is not None:
-            self.flush()  # the answers before the failed one are whole
+            self.flush()  # the answers before the failed one go to the socket first
         if self.transport is not None:
             self.closed = True
             self.transport.abort()
@@ -763,23 +833,20 @@ class ResponseWriter:
 
     async def write_file_view(self, file_fd: int, view: memoryview, offset: int) -> None:
         """:meth:`write_view` for a stored body (``view`` maps the file ``file_fd`` from
-        ``offset``): each chunk goes by sendfile(2) when the transport's buffer is empty
-        (see :meth:`HttpConnection.send_body`); views over the connection's
-        ``sendfile_max`` are copied as by :meth:`write_view`. Content-Length framing only."""
+        ``offset``): by sendfile(2) with the head (see :meth:`HttpConnection.send_file`);
+        views over the connection's ``sendfile_max`` are copied as by :meth:`write_view`.
+        Content-Length framing only."""
         if self.chunked or self.head_only or len(view) > self.conn.sendfile_max:
             await self.write_view(view)
             return
-        for at in range(0, len(view), WRITE_VIEW_CHUNK):
-            chunk = view[at : at + WRITE_VIEW_CHUNK]
-            if self.conn.closed:
-                raise ConnectionResetError("client went away")
-            self.bytes_sent += len(chunk)
-            if self.content_length is not None and self.bytes_sent > self.content_length:
-                self.abort()
-                raise ConnectionResetError("body longer than its Content-Length")
-            head, self._head = self._head, None  # leaves with the first chunk (MSG_MORE)
-            self.conn.send_body(file_fd, chunk, offset + at, head or b"")
-            await self.conn.drain()
+        if self.conn.closed:
+            raise ConnectionResetError("client went away")
+        self.bytes_sent += len(view)
+        if self.content_length is not None and self.bytes_sent > self.content_length:
+            self.abort()
+            raise ConnectionResetError("body longer than its Content-Length")
+        head, self._head = self._head, None  # leaves with the body (MSG_MORE)
+        await self.conn.send_file(file_fd, view, offset, head or b"")
 
     async def write_view(self, view: memoryview) -> None:
         """Write a large buffer in bounded chunks, honouring back-pressure (the transport takes
@@ -882,7 +949,11 @@ class HttpServer:
     def _flush_all(self) -> None:
         to_flush, self._to_flush = self._to_flush, []
         for conn in to_flush:
-            conn.flush()
+            try:
+                conn.flush()
+            except Exception:  # one broken transport must not hold the others' answers
+                log.exception("writing held answers failed")
+                conn.abort()
 
     def refuse(self, transport: asyncio.BaseTransport) -> None:
         """One connection more than ``max_connections``: reset it, count it, log it (at most

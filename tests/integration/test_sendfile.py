@@ -224,6 +224,11 @@ async def test_heads_go_through_the_transport_when_no_descriptor_is_left(
     """os.dup failing (EMFILE): heads and bodies go as before, whole and in order."""
     import errno
 
+    from edgeproxy.proxy import server as server_module
+
+    if not server_module.MSG_MORE:
+        pytest.skip("no MSG_MORE on this platform: no duplicate is made")
+
     async def body(request: web.Request) -> web.StreamResponse:
         return web.Response(body=BODY[:100_000], headers={"Cache-Control": "max-age=600"})
 
@@ -258,3 +263,60 @@ async def test_heads_go_through_the_transport_when_no_descriptor_is_left(
     finally:
         writer.close()
     assert len(dups) == 1  # tried once for the connection
+
+
+async def test_a_body_larger_than_the_socket_takes_goes_by_sendfile_as_room_frees(
+    make_node, origin, client, monkeypatch
+) -> None:
+    """With sendfile_max above the body, a body the socket cannot take at once (a client
+    with a small receive window reading slowly) still goes by sendfile(2), call after call as
+    the socket frees room, but for small nudges through the transport; every byte arrives
+    in order and the connection serves the next request."""
+    import socket
+
+    big = os.urandom(6 * 1024 * 1024)
+    sent: list[int] = []
+    real = os.sendfile
+
+    def counting(*args):
+        n = real(*args)
+        sent.append(n)
+        return n
+
+    async def body(request: web.Request) -> web.StreamResponse:
+        return web.Response(body=big, headers={"Cache-Control": "max-age=600"})
+
+    origin.routes["/api/big6.bin"] = body
+    node = await make_node(
+        {"parents": [origin.endpoint]},
+        store_extra={"ram_object_max": "64KiB"},
+        node_extra={"sendfile": True, "sendfile_max": "16MiB"},
+    )
+    url = f"http://127.0.0.1:{node.port}/api/big6.bin"
+    async with client.get(url) as r:
+        assert await r.read() == big
+    for _ in range(200):
+        if node.node.store.index:
+            break
+        await asyncio.sleep(0.01)
+    monkeypatch.setattr(os, "sendfile", counting)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 * 1024)  # a small window
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", node.port))
+    reader, writer = await asyncio.open_connection(sock=sock, limit=64 * 1024)
+    try:
+        for _ in range(2):
+            writer.write(b"GET /api/big6.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+            assert b" 200 " in head and b"hit" in head
+            received = bytearray()
+            while len(received) < len(big):
+                received += await asyncio.wait_for(reader.read(64 * 1024), 10)
+                if len(received) < 1024 * 1024:
+                    await asyncio.sleep(0.001)  # slow at first: the socket fills
+            assert bytes(received) == big
+    finally:
+        writer.close()
+    assert len(sent) > 2  # several calls, each once the socket had room again
+    assert sum(sent) >= 0.9 * 2 * len(big)  # all but the nudges from the page cache

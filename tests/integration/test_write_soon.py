@@ -54,7 +54,10 @@ async def test_connections_ready_together_are_all_read_before_any_answer_is_writ
     monkeypatch.setattr(HttpConnection, "flush", flush)
     streams = [await asyncio.open_connection("127.0.0.1", node.port) for _ in range(3)]
     try:
-        await asyncio.sleep(0.05)  # accepted: nothing pending
+        for _ in range(500):  # accepted (the client fixture's connection is the 4th)
+            if len(node.server.connections) >= 3:
+                break
+            await asyncio.sleep(0.01)
         events.clear()
         for _, writer in streams:  # all three requests are on the wire before the loop turns
             writer.write(HIT)
@@ -94,3 +97,59 @@ async def test_held_answers_keep_their_order_before_errors_slow_answers_and_a_cl
         writer.close()
     assert re.findall(rb"HTTP/1\.1 (\d{3}) ", out) == [b"200", b"200"]
     assert out.endswith(b"hello world") and out.count(b"hello world") == 2
+
+
+class _Transport:
+    """What HttpConnection uses of a transport, recording writes and closes in order."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, bytes]] = []
+
+    def write(self, data) -> None:
+        self.events.append(("write", bytes(data)))
+
+    def writelines(self, parts) -> None:
+        self.events.append(("write", b"".join(bytes(p) for p in parts)))
+
+    def close(self) -> None:
+        self.events.append(("close", b""))
+
+    def abort(self) -> None:
+        self.events.append(("abort", b""))
+
+    def get_extra_info(self, name, default=None):
+        return default
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("end", ["eof", "close", "abort"])
+async def test_held_answers_go_to_the_transport_before_the_connection_ends(
+    make_node, origin, client, end
+) -> None:
+    """The client's half-close (eof_received: a closing TLS transport drops later writes),
+    a close and an abort each hand the held answers to the transport first."""
+    node = await _warm_node(make_node, origin, client)
+    conn = HttpConnection(node.node, node.config.node, node.server)
+    transport = _Transport()
+    conn.connection_made(transport)
+    conn.data_received(HIT * 2)  # two hits, answered and held
+    assert transport.events == []
+    if end == "eof":
+        assert not conn.eof_received()  # falsy: the transport closes itself afterwards
+    elif end == "close":
+        conn.close()
+    else:
+        conn.abort()
+    writes = b"".join(data for kind, data in transport.events if kind == "write")
+    assert writes.count(b"HTTP/1.1 200 OK") == 2 and writes.count(b"hello world") == 2
+    assert transport.events[0][0] == "write"
+    assert [kind for kind, _ in transport.events[1:]] == ([] if end == "eof" else [end])
+    conn.connection_lost(None)
