@@ -609,8 +609,8 @@ class HttpConnection(asyncio.Protocol):
         try:
             if head:
                 done = 0
-                if self.sendfile_fd >= 0 and transport.get_write_buffer_size() == 0:
-                    done = self._send_head_more(head)
+                if self.sendfile_fd >= 0 and transport.get_write_buffer_size() == 0 and len(view):
+                    done = self._send_head_more(head)  # MSG_MORE: a body follows
                 if done < len(head):
                     transport.write(head[done:] if done else head)
             pos = 0
@@ -836,10 +836,11 @@ class ResponseWriter:
         ``offset``): by sendfile(2) with the head (see :meth:`HttpConnection.send_file`);
         views over the connection's ``sendfile_max`` are copied as by :meth:`write_view`.
         Content-Length framing only."""
-        if self.chunked or self.head_only or len(view) > self.conn.sendfile_max:
-            await self.write_view(view)
+        conn = self.conn
+        if self.chunked or self.head_only or len(view) > conn.sendfile_max or conn.sendfile_fd < 0:
+            await self.write_view(view)  # (TLS, or sendfile refused: copied in chunks)
             return
-        if self.conn.closed:
+        if conn.closed:
             raise ConnectionResetError("client went away")
         self.bytes_sent += len(view)
         if self.content_length is not None and self.bytes_sent > self.content_length:
