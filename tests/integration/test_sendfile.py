@@ -16,6 +16,30 @@ pytestmark = pytest.mark.integration
 BODY = os.urandom(700 * 1024)
 
 
+async def _stored(make_node, origin, client, path: str, body: bytes, node_extra: dict):
+    """A node (``node_extra`` in its [node] table) whose store holds ``body`` at ``path``,
+    fetched once from an in-process origin, mapped from the page cache (ram_object_max
+    64 KiB): returns the node and the object's URL."""
+
+    async def answer(request: web.Request) -> web.StreamResponse:
+        return web.Response(body=body, headers={"Cache-Control": "max-age=600", "ETag": '"v1"'})
+
+    origin.routes[path] = answer
+    node = await make_node(
+        {"parents": [origin.endpoint]},
+        store_extra={"ram_object_max": "64KiB"},
+        node_extra=node_extra,
+    )
+    url = f"http://127.0.0.1:{node.port}{path}"
+    async with client.get(url) as r:
+        assert await r.read() == body
+    for _ in range(200):
+        if node.node.store.index:
+            break
+        await asyncio.sleep(0.01)
+    return node, url
+
+
 @pytest.mark.parametrize(
     ("sendfile", "sendfile_max"), [(True, "1MiB"), (False, "1MiB"), (True, "128KiB")]
 )
@@ -31,22 +55,14 @@ async def test_bodies_arrive_whole_and_in_order(
 
     monkeypatch.setattr(os, "sendfile", counting)
 
-    async def big(request: web.Request) -> web.StreamResponse:
-        return web.Response(body=BODY, headers={"Cache-Control": "max-age=600", "ETag": '"v1"'})
-
-    origin.routes["/api/big.bin"] = big
-    node = await make_node(
-        {"parents": [origin.endpoint]},
-        store_extra={"ram_object_max": "64KiB"},  # mapped from the page cache, not RAM
-        node_extra={"sendfile": sendfile, "sendfile_max": sendfile_max},
+    node, url = await _stored(
+        make_node,
+        origin,
+        client,
+        "/api/big.bin",
+        BODY,
+        {"sendfile": sendfile, "sendfile_max": sendfile_max},
     )
-    url = f"http://127.0.0.1:{node.port}/api/big.bin"
-    async with client.get(url) as r:
-        assert await r.read() == BODY
-    for _ in range(200):
-        if node.node.store.index:
-            break
-        await asyncio.sleep(0.01)
     for _ in range(3):  # fast-path hits
         async with client.get(url) as r:
             assert "hit" in r.headers["Cache-Status"] and await r.read() == BODY
@@ -97,22 +113,9 @@ async def test_a_file_system_without_sendfile_falls_back_to_copying(
 
     monkeypatch.setattr(os, "sendfile", refusing)
 
-    async def big(request: web.Request) -> web.StreamResponse:
-        return web.Response(body=BODY[:100_000], headers={"Cache-Control": "max-age=600"})
-
-    origin.routes["/api/small.bin"] = big
-    node = await make_node(
-        {"parents": [origin.endpoint]},
-        store_extra={"ram_object_max": "64KiB"},
-        node_extra={"sendfile": True},
+    node, url = await _stored(
+        make_node, origin, client, "/api/small.bin", BODY[:100_000], {"sendfile": True}
     )
-    url = f"http://127.0.0.1:{node.port}/api/small.bin"
-    async with client.get(url) as r:
-        assert await r.read() == BODY[:100_000]
-    for _ in range(200):
-        if node.node.store.index:
-            break
-        await asyncio.sleep(0.01)
     for _ in range(2):
         async with client.get(url) as r:
             assert "hit" in r.headers["Cache-Status"] and await r.read() == BODY[:100_000]
@@ -148,24 +151,9 @@ async def test_heads_before_sendfile_wait_for_the_body_and_their_descriptor_clos
 
     monkeypatch.setattr(socket.socket, "send", recording)
 
-    async def body(request: web.Request) -> web.StreamResponse:
-        return web.Response(
-            body=BODY[:100_000], headers={"Cache-Control": "max-age=600", "ETag": '"v1"'}
-        )
-
-    origin.routes["/api/m.bin"] = body
-    node = await make_node(
-        {"parents": [origin.endpoint]},
-        store_extra={"ram_object_max": "64KiB"},
-        node_extra={"sendfile": True},
+    node, url = await _stored(
+        make_node, origin, client, "/api/m.bin", BODY[:100_000], {"sendfile": True}
     )
-    url = f"http://127.0.0.1:{node.port}/api/m.bin"
-    async with client.get(url) as r:
-        assert await r.read() == BODY[:100_000]
-    for _ in range(200):
-        if node.node.store.index:
-            break
-        await asyncio.sleep(0.01)
     async with client.get(url) as r:  # a hit: the body is mapped (its descriptors open)
         assert "hit" in r.headers["Cache-Status"] and await r.read() == BODY[:100_000]
 
@@ -229,22 +217,9 @@ async def test_heads_go_through_the_transport_when_no_descriptor_is_left(
     if not server_module.MSG_MORE:
         pytest.skip("no MSG_MORE on this platform: no duplicate is made")
 
-    async def body(request: web.Request) -> web.StreamResponse:
-        return web.Response(body=BODY[:100_000], headers={"Cache-Control": "max-age=600"})
-
-    origin.routes["/api/m.bin"] = body
-    node = await make_node(
-        {"parents": [origin.endpoint]},
-        store_extra={"ram_object_max": "64KiB"},
-        node_extra={"sendfile": True},
+    node, url = await _stored(
+        make_node, origin, client, "/api/m.bin", BODY[:100_000], {"sendfile": True}
     )
-    url = f"http://127.0.0.1:{node.port}/api/m.bin"
-    async with client.get(url) as r:
-        assert await r.read() == BODY[:100_000]
-    for _ in range(200):
-        if node.node.store.index:
-            break
-        await asyncio.sleep(0.01)
     async with client.get(url) as r:  # a hit: the body is mapped before descriptors run out
         assert "hit" in r.headers["Cache-Status"] and await r.read() == BODY[:100_000]
     dups = []
@@ -283,22 +258,9 @@ async def test_a_body_larger_than_the_socket_takes_goes_by_sendfile_as_room_free
         sent.append(n)
         return n
 
-    async def body(request: web.Request) -> web.StreamResponse:
-        return web.Response(body=big, headers={"Cache-Control": "max-age=600"})
-
-    origin.routes["/api/big6.bin"] = body
-    node = await make_node(
-        {"parents": [origin.endpoint]},
-        store_extra={"ram_object_max": "64KiB"},
-        node_extra={"sendfile": True, "sendfile_max": "16MiB"},
+    node, _ = await _stored(
+        make_node, origin, client, "/api/big6.bin", big, {"sendfile": True, "sendfile_max": "16MiB"}
     )
-    url = f"http://127.0.0.1:{node.port}/api/big6.bin"
-    async with client.get(url) as r:
-        assert await r.read() == big
-    for _ in range(200):
-        if node.node.store.index:
-            break
-        await asyncio.sleep(0.01)
     monkeypatch.setattr(os, "sendfile", counting)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 * 1024)  # a small window
