@@ -27,8 +27,8 @@ Schema (``#`` marks the defaults; keys not listed here are errors, with a did-yo
                                     # default: a line costs about as much as a RAM hit itself
     sendfile = true                 # stored bodies over 64 KiB and up to sendfile_max go by
                                     # sendfile(2) (plain TCP; nginx's `sendfile on`)
-    sendfile_max = "1MiB"           # larger ones are copied from their mapping in drained
-                                    # chunks (measured faster for them)
+    sendfile_max = "1MiB"           # larger ones are copied from their mapping: faster for a
+                                    # client on the same host; raise it behind a real network
     tls_cert = "tls/edge.crt"       # PEM certificate chain (relative: to this file); with
     tls_key = "tls/edge.key"        # its unencrypted PEM key: both or neither. Checked at load
                                     # (the one thing read at load), read again on SIGHUP
