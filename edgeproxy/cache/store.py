@@ -7,9 +7,12 @@ Layout under ``root``::
     tmp/                                bodies being written (same file system: rename is atomic)
 
 Contract:
-- A crash at any point never leaves a torn entry visible: a body is written to ``tmp/``, renamed
-  to a new, version-unique name, and only then the metadata naming it is written to a temporary
-  file and renamed over ``<key>.meta``. Orphan bodies and temporary files are removed at start.
+- A crash at any point never leaves a torn entry visible: a body is written to ``tmp/``; the
+  metadata naming it is written to ``tmp/``; the body is renamed to a new, version-unique name
+  in ``objects/``, and only then the metadata is renamed over ``<key>.meta`` (the commit
+  point). Temporary files, and bodies that no published metadata names (a crash between the
+  two renames, or between replacing an entry's metadata and unlinking its old body), are
+  removed at start; a body whose metadata still waits in ``tmp/`` is in flight, not orphaned.
 - A body whose size or xxh3-64 checksum does not match its metadata is never served: entries
   written by this process are trusted; entries found on disk are verified on first use, and a
   mismatch makes that lookup a miss and drops the entry.
@@ -335,7 +338,6 @@ class DiskStore:
         self._clock = clock
         self.loading = False
         self._load_task: asyncio.Task[None] | None = None
-        self._started_at = 0.0
         self.evictions = 0
         self.corrupt_dropped = 0
         # bodies not loaded for lack of descriptors or memory (entries kept), logged at most
@@ -387,7 +389,6 @@ class DiskStore:
 
     async def start(self) -> None:
         """Prepare directories and rebuild the index in the background; returns at once."""
-        self._started_at = time.time()
         await self.run_io(self._prepare_dirs)
         self.loading = True
         self._load_task = asyncio.get_running_loop().create_task(self._load_index())
@@ -398,6 +399,10 @@ class DiskStore:
             self.tmp_dir.mkdir(parents=True, exist_ok=True)
             return  # the node's master cleaned up before starting the workers
         if self.tmp_dir.exists():
+            # a fresh start: whoever wrote tmp/ is dead; a body its metadata names went into
+            # objects/ without that metadata (killed between the renames) and is nobody's
+            for meta_tmp in self.tmp_dir.glob("*.meta"):
+                _remove_unpublished_body(self.root, meta_tmp)
             shutil.rmtree(self.tmp_dir, ignore_errors=True)
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
 
@@ -438,6 +443,7 @@ class DiskStore:
     def _scan_sync(self) -> list[Entry]:
         """Read every metadata file; drop broken ones and orphan bodies (thread)."""
         found: list[tuple[float, Entry]] = []
+        unnamed: list[Path] = []  # bodies no metadata named when their directory was listed
         for sub in self.objects_dir.glob("*/*"):
             try:
                 names = os.listdir(sub)
@@ -457,17 +463,51 @@ class DiskStore:
                 except OSError:
                     continue
                 found.append((mtime, entry))
-            for name in names:
-                if name.endswith(".body") and name not in referenced:
-                    path = sub / name
-                    try:
-                        # only bodies older than this start: a fresh one may await its meta
-                        if path.stat().st_mtime < self._started_at - 1:
-                            path.unlink()
-                    except OSError:
-                        pass
+            unnamed.extend(
+                sub / name for name in names if name.endswith(".body") and name not in referenced
+            )
+        if unnamed:
+            self._remove_orphan_bodies_sync(unnamed)
         found.sort(key=lambda item: item[0])  # oldest first = least recently used first
         return [entry for _, entry in found]
+
+    def _remove_orphan_bodies_sync(self, unnamed: list[Path]) -> None:
+        """Unlink the bodies in ``unnamed`` that are neither published nor in flight (thread).
+
+        Publishing writes the metadata to ``tmp/`` before the body enters ``objects/`` and
+        renames it over ``<key>.meta`` after: a body seen without metadata is in flight
+        exactly while a metadata file in ``tmp/`` names it, and published once its key's
+        metadata does. ``tmp/`` is read after the body was seen and the key's metadata again
+        after that, so a publish that moves on between the reads is seen by one of them.
+        (Another process may be publishing: the workers of a node share its store.)"""
+        keys = {path.name.split(".", 1)[0] for path in unnamed}
+        in_flight: set[str] = set()
+        try:
+            tmp_names = os.listdir(self.tmp_dir)
+        except OSError:
+            return  # cannot tell what is in flight: remove nothing
+        for name in tmp_names:
+            if name.endswith(".meta") and name.split(".", 1)[0] in keys:
+                pending = self._read_meta_file_quiet(self.tmp_dir / name)
+                if pending is not None:
+                    in_flight.add(pending.body_file)
+        for path in unnamed:
+            if path.name in in_flight:
+                continue
+            published = self._read_meta_file_quiet(
+                path.parent / (path.name.split(".", 1)[0] + ".meta")
+            )
+            if published is not None and published.body_file == path.name:
+                continue
+            self._unlink_quiet(path)
+
+    @staticmethod
+    def _read_meta_file_quiet(path: Path) -> Entry | None:
+        """The metadata at ``path``, or None when it is missing or unreadable (no side effect)."""
+        try:
+            return Entry.from_json(path.read_bytes())
+        except (OSError, ValueError):
+            return None
 
     def _read_state_sync(self) -> bytes | None:
         try:
@@ -835,7 +875,12 @@ class DiskStore:
             with contextlib.suppress(OSError):
                 meta_tmp.unlink()
             raise
-        os.rename(meta_tmp, directory / f"{entry.key_hex}.meta")
+        try:
+            os.rename(meta_tmp, directory / f"{entry.key_hex}.meta")
+        except OSError:
+            for leftover in (directory / entry.body_file, meta_tmp):
+                self._unlink_quiet(leftover)
+            raise
 
     def _meta_tmp_sync(self, entry: Entry) -> Path:
         tmp = self.tmp_dir / f"{entry.key_hex}.{os.getpid()}.{os.urandom(4).hex()}.meta"

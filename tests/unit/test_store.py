@@ -309,6 +309,97 @@ async def test_a_body_moved_in_by_a_process_killed_before_its_metadata_is_remove
     await store.close()
 
 
+async def _cut_publish(store: DiskStore, key: str, monkeypatch) -> Path:
+    """Publish ``key`` as a process killed between the body's rename and the metadata's
+    would: returns the body left in objects/ (its metadata stays in tmp/)."""
+    real_rename = os.rename
+
+    def dies_before_the_metadata(src, dst, *args, **kwargs):
+        if str(dst).endswith(".meta"):
+            raise SystemExit("killed")  # stands for kill -9: nothing after runs
+        return real_rename(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "rename", dies_before_the_metadata)
+    writer = store.new_writer(key)
+    await writer.write(b"never published")
+    entry = _entry(key)
+    with pytest.raises(SystemExit):
+        await store.publish(writer, entry)
+    monkeypatch.setattr(os, "rename", real_rename)
+    body = store._dir_for(key) / entry.body_file
+    assert body.exists() and not store.meta_path(key).exists()
+    return body
+
+
+async def test_a_fresh_start_removes_a_body_a_killed_node_moved_in_just_before(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """The whole node killed between the renames, restarted at once: the body is seconds
+    old, and its metadata waits in tmp/; the fresh start removes both (a body only the
+    dead process's tmp/ metadata names is nobody's)."""
+    store = _store(tmp_path)
+    await store.start()
+    kept = await _put(store, KEY_B, b"published")
+    orphan = await _cut_publish(store, KEY_A, monkeypatch)
+    await store.close()
+
+    again = _store(tmp_path)
+    await again.start()
+    await again.wait_loaded()
+    assert not orphan.exists()
+    assert os.listdir(tmp_path / "tmp") == []
+    assert set(again.index) == {KEY_B}
+    assert again.body_path(kept).read_bytes() == b"published"
+    await again.close()
+
+
+async def test_the_scan_removes_a_fresh_unnamed_body_and_keeps_one_in_flight(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """A worker's scan of a shared store runs while its siblings publish: a body whose
+    metadata waits in tmp/ is in flight and stays, however new; a body nothing names goes,
+    however new (an entry replaced by a process killed before it unlinked the old body)."""
+    store = _store(tmp_path)
+    await store.start()
+    await _put(store, KEY_B, b"published")
+    in_flight = await _cut_publish(store, KEY_A, monkeypatch)
+    unnamed = store._dir_for(KEY_B) / f"{KEY_B}.0123abcd.body"  # written just now
+    unnamed.write_bytes(b"replaced")
+    await store.close()
+
+    # a worker: tmp/ belongs to its live siblings
+    worker = DiskStore(
+        tmp_path, max_size=10_000_000, ram_size=1_000_000, ram_object_max=1000, shared=True
+    )
+    await worker.start()
+    await worker.wait_loaded()
+    assert in_flight.exists()
+    assert not unnamed.exists()
+    assert set(worker.index) == {KEY_B}
+    await worker.close()
+
+
+async def test_a_failed_metadata_rename_leaves_no_body_behind(tmp_path: Path, monkeypatch) -> None:
+    store = _store(tmp_path)
+    await store.start()
+    real_rename = os.rename
+
+    def full(src, dst, *args, **kwargs):
+        if str(dst).endswith(".meta"):
+            raise OSError(28, "No space left on device")
+        return real_rename(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "rename", full)
+    writer = store.new_writer(KEY_A)
+    await writer.write(b"body")
+    assert not await store.publish(writer, _entry(KEY_A))
+    monkeypatch.setattr(os, "rename", real_rename)
+    assert list((tmp_path / "objects").glob("*/*/*")) == []
+    assert os.listdir(tmp_path / "tmp") == []
+    assert await store.lookup(KEY_A) is None
+    await store.close()
+
+
 def test_remove_temporary_files_of_takes_only_that_process_files(tmp_path: Path) -> None:
     """What a dead worker left in tmp/ goes; a live sibling's files with a PID that merely
     contains the dead one's digits, and other names, stay."""
