@@ -107,16 +107,27 @@ def _remove_unpublished_body(store_root: Path, meta_tmp: Path) -> int:
         return 0
     directory = store_root / "objects" / entry.key_hex[:2] / entry.key_hex[2:4]
     try:
-        published = Entry.from_json((directory / f"{entry.key_hex}.meta").read_bytes())
-        if published.body_file == entry.body_file:
+        if _body_named_by(directory / f"{entry.key_hex}.meta") == entry.body_file:
             return 0  # published after all
     except (OSError, ValueError):
-        pass  # no metadata for the key (or unreadable): the body is nobody's
+        return 0  # unreadable: keep it (the index rebuild drops a broken metadata file, and
+        # the body then goes as one nothing names)
     try:
         os.unlink(directory / entry.body_file)
     except OSError:
         return 0
     return 1
+
+
+def _body_named_by(meta: Path) -> str | None:
+    """The body file the metadata file ``meta`` names; None when there is no such file.
+    Raises OSError or ValueError when it exists but cannot be read or parsed (then nobody
+    can tell what it names)."""
+    try:
+        raw = meta.read_bytes()
+    except FileNotFoundError:
+        return None
+    return Entry.from_json(raw).body_file
 
 
 def _checksum_hex(hasher: xxhash.xxh3_64) -> str:
@@ -479,35 +490,36 @@ class DiskStore:
         exactly while a metadata file in ``tmp/`` names it, and published once its key's
         metadata does. ``tmp/`` is read after the body was seen and the key's metadata again
         after that, so a publish that moves on between the reads is seen by one of them.
-        (Another process may be publishing: the workers of a node share its store.)"""
+        (Another process may be publishing: the workers of a node share its store.)
+        A metadata file that exists but cannot be read (EMFILE, EIO, a torn write) keeps
+        every body of its key: only a file that is not there names nothing."""
         keys = {path.name.split(".", 1)[0] for path in unnamed}
         in_flight: set[str] = set()
+        unsure: set[str] = set()  # keys with a metadata file that could not be read
         try:
             tmp_names = os.listdir(self.tmp_dir)
         except OSError:
             return  # cannot tell what is in flight: remove nothing
         for name in tmp_names:
-            if name.endswith(".meta") and name.split(".", 1)[0] in keys:
-                pending = self._read_meta_file_quiet(self.tmp_dir / name)
-                if pending is not None:
-                    in_flight.add(pending.body_file)
+            key_hex = name.split(".", 1)[0]
+            if name.endswith(".meta") and key_hex in keys:
+                try:
+                    named = _body_named_by(self.tmp_dir / name)
+                except (OSError, ValueError):
+                    unsure.add(key_hex)
+                    continue
+                if named is not None:
+                    in_flight.add(named)
         for path in unnamed:
-            if path.name in in_flight:
+            key_hex = path.name.split(".", 1)[0]
+            if path.name in in_flight or key_hex in unsure:
                 continue
-            published = self._read_meta_file_quiet(
-                path.parent / (path.name.split(".", 1)[0] + ".meta")
-            )
-            if published is not None and published.body_file == path.name:
+            try:
+                if _body_named_by(path.parent / f"{key_hex}.meta") == path.name:
+                    continue
+            except (OSError, ValueError):
                 continue
             self._unlink_quiet(path)
-
-    @staticmethod
-    def _read_meta_file_quiet(path: Path) -> Entry | None:
-        """The metadata at ``path``, or None when it is missing or unreadable (no side effect)."""
-        try:
-            return Entry.from_json(path.read_bytes())
-        except (OSError, ValueError):
-            return None
 
     def _read_state_sync(self) -> bytes | None:
         try:
@@ -884,12 +896,20 @@ class DiskStore:
 
     def _meta_tmp_sync(self, entry: Entry) -> Path:
         tmp = self.tmp_dir / f"{entry.key_hex}.{os.getpid()}.{os.urandom(4).hex()}.meta"
-        tmp.write_bytes(entry.to_json())
+        try:
+            tmp.write_bytes(entry.to_json())
+        except OSError:
+            self._unlink_quiet(tmp)  # a torn one would keep its key's bodies "in flight"
+            raise
         return tmp
 
     def _write_meta_sync(self, entry: Entry) -> None:
         tmp = self._meta_tmp_sync(entry)
-        os.rename(tmp, self._dir_for(entry.key_hex) / f"{entry.key_hex}.meta")
+        try:
+            os.rename(tmp, self._dir_for(entry.key_hex) / f"{entry.key_hex}.meta")
+        except OSError:
+            self._unlink_quiet(tmp)
+            raise
 
     async def update_meta(self, entry: Entry) -> None:
         """Persist changed metadata (after a 304 revalidation, RFC 9111 sec. 4.3.4)."""

@@ -379,6 +379,34 @@ async def test_the_scan_removes_a_fresh_unnamed_body_and_keeps_one_in_flight(
     await worker.close()
 
 
+async def test_the_scan_keeps_a_body_whose_metadata_it_cannot_read(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """Out of descriptors while a sibling publishes: the metadata in tmp/ naming the body
+    cannot be read, so nobody can tell the body is in flight; it stays."""
+    import errno
+
+    store = _store(tmp_path)
+    await store.start()
+    in_flight = await _cut_publish(store, KEY_A, monkeypatch)
+    await store.close()
+    real_read = Path.read_bytes
+
+    def short_of_descriptors(self: Path) -> bytes:
+        if self.parent.name == "tmp" and self.name.endswith(".meta"):
+            raise OSError(errno.EMFILE, "Too many open files")
+        return real_read(self)
+
+    monkeypatch.setattr(Path, "read_bytes", short_of_descriptors)
+    worker = DiskStore(
+        tmp_path, max_size=10_000_000, ram_size=1_000_000, ram_object_max=1000, shared=True
+    )
+    await worker.start()
+    await worker.wait_loaded()
+    assert in_flight.exists()
+    await worker.close()
+
+
 async def test_a_failed_metadata_rename_leaves_no_body_behind(tmp_path: Path, monkeypatch) -> None:
     store = _store(tmp_path)
     await store.start()
