@@ -102,6 +102,7 @@ BUCKET = "bench"
 SIZES: tuple[tuple[str, int], ...] = (("1 KiB", KiB), ("100 KiB", 100 * KiB), ("1 MiB", MiB))
 NGINX = "nginx (proxy_cache)"
 COPY = "edgeproxy (disk, sendfile off)"
+LOWAT_OFF = "edgeproxy (disk, lowat off)"
 
 
 def size_label(size: int) -> str:
@@ -516,7 +517,9 @@ def write_markdown(
         "`edgeproxy (ram)`: ram_object_max 2MiB (all sizes from RAM); `edgeproxy (disk)`: "
         "ram_object_max 64KiB (larger bodies from the mapped body file, by sendfile up to "
         "sendfile_max). With --sendfile-ab, `edgeproxy (disk)` sends every size by sendfile "
-        f"(sendfile_max 16MiB) and `{COPY}` copies every size from the mapping.",
+        f"(sendfile_max 16MiB) and `{COPY}` copies every size from the mapping. With "
+        f"--lowat-ab, `{LOWAT_OFF}` is the disk node with notsent_lowat 0 (the system's "
+        "TCP_NOTSENT_LOWAT while bodies over 1 MiB are sent; the others set 512 KiB).",
         "",
         "## Machine",
         "",
@@ -643,6 +646,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help=f"also run {COPY!r}: the disk node with sendfile = false (the default is on up "
         "to sendfile_max; the disk node sets sendfile_max 16MiB to compare every size)",
     )
+    parser.add_argument(
+        "--lowat-ab",
+        action="store_true",
+        help=f"also run {LOWAT_OFF!r}: the disk node with notsent_lowat = 0 (the system's "
+        "TCP_NOTSENT_LOWAT; the default sets 512 KiB while a body over 1 MiB is sent, so "
+        'give --sizes with larger ones, e.g. "4MiB,8MiB")',
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     parser.add_argument("--json", type=Path, help="also write the figures as JSON here")
     args = parser.parse_args(argv)
@@ -721,6 +731,9 @@ def main(argv: list[str] | None = None) -> int:
             if args.sendfile_ab:  # sendfile for every size against the copy for every size
                 variants[1] = (*variants[1][:3], 'sendfile_max = "16MiB"\n')
                 variants.append((COPY, "bench-copy", "64KiB", "sendfile = false\n"))
+            if args.lowat_ab:  # the disk node without TCP_NOTSENT_LOWAT (the system's)
+                off = variants[1][3] + 'notsent_lowat = "0"\n'
+                variants.append((LOWAT_OFF, "bench-lowat-off", "64KiB", off))
             for label, name, ram_max, node_extra in variants:
                 system = start_edgeproxy(
                     label, name, ram_max, root / name, origin, env, node_extra=node_extra

@@ -29,6 +29,9 @@ Schema (``#`` marks the defaults; keys not listed here are errors, with a did-yo
                                     # sendfile(2) (plain TCP; nginx's `sendfile on`)
     sendfile_max = "1MiB"           # larger ones are copied from their mapping: faster for a
                                     # client on the same host; raise it behind a real network
+    notsent_lowat = "512KiB"        # TCP_NOTSENT_LOWAT while a body over 1 MiB is sent: the
+                                    # unsent bytes the kernel holds per connection ("0": the
+                                    # system's, net.ipv4.tcp_notsent_lowat)
     tls_cert = "tls/edge.crt"       # PEM certificate chain (relative: to this file); with
     tls_key = "tls/edge.key"        # its unencrypted PEM key: both or neither. Checked at load
                                     # (the one thing read at load), read again on SIGHUP
@@ -230,6 +233,13 @@ class NodeConfig:
     # behind a real network (clients elsewhere) raise it.
     sendfile: bool = True
     sendfile_max: int = 1024 * 1024
+    # TCP_NOTSENT_LOWAT while a body over 1 MiB is sent (0: the system's): the kernel then
+    # holds at most this many unsent bytes of it beyond those in flight, instead of as much
+    # as an autotuned send buffer takes (MBs per connection); in-flight bytes are not
+    # limited. ``benchmarks/hit_bench.py --sizes 8MiB,4MiB,1MiB --lowat-ab`` (loopback, one
+    # core; ``benchmarks/results/hit-lowat-ab-2026-11-29.md``): 8 MiB hits 403 vs 339 req/s,
+    # p99 0.46 vs 0.88 s; 4 MiB 1,015 vs 634. See HttpConnection.pace.
+    notsent_lowat: int = 512 * 1024
 
     @property
     def tls_on_listen(self) -> bool:
@@ -419,6 +429,7 @@ _SIZE_UNITS: dict[str, int] = {
 _SIZE_RE = re.compile(r"([0-9]+(?:\.[0-9]+)?)([A-Za-z]*)", re.ASCII)
 _SIZE_HINT = 'use e.g. "10GiB", "512MiB", "1GB" (decimal) or a whole number of bytes'
 _MAX_SIZE = 2**63 - 1
+NOTSENT_LOWAT_MAX = 1 << 30  # TCP_NOTSENT_LOWAT is a C int
 _MAX_DIGITS = 30  # longer numbers are not sizes nor durations anyone means
 
 _DURATION_UNITS: dict[str, Decimal] = {
@@ -799,6 +810,7 @@ _NODE_KEYS = (
     "access_log",
     "sendfile",
     "sendfile_max",
+    "notsent_lowat",
     "tls_cert",
     "tls_key",
     "tls_listen",
@@ -992,6 +1004,10 @@ def _parse_node(root: _Table, base_dir: str = "") -> NodeConfig:
     def limit_default(field_name: str) -> Any:
         return _field_default(NodeConfig, field_name)
 
+    notsent_lowat = t.size("notsent_lowat", _field_default(NodeConfig, "notsent_lowat"))
+    if notsent_lowat > NOTSENT_LOWAT_MAX:
+        t.fail("notsent_lowat", f"{_show(t.data['notsent_lowat'])} is too large; the most is 1GiB")
+
     return NodeConfig(
         name=name,
         role=role,
@@ -1015,6 +1031,7 @@ def _parse_node(root: _Table, base_dir: str = "") -> NodeConfig:
         access_log=access_log,
         sendfile=t.boolean("sendfile", _field_default(NodeConfig, "sendfile")),
         sendfile_max=t.size("sendfile_max", _field_default(NodeConfig, "sendfile_max")),
+        notsent_lowat=notsent_lowat,
         tls_cert=tls_cert,
         tls_key=tls_key,
         tls_listen_host=tls_host,

@@ -282,3 +282,107 @@ async def test_a_body_larger_than_the_socket_takes_goes_by_sendfile_as_room_free
         writer.close()
     assert len(sent) > 2  # several calls, each once the socket had room again
     assert sum(sent) >= 0.9 * 2 * len(big)  # all but the nudges from the page cache
+
+
+def _server_lowat(node, writer: asyncio.StreamWriter) -> int:
+    """TCP_NOTSENT_LOWAT of the node's side of the client connection ``writer`` is on (0:
+    the system's)."""
+    import socket
+
+    here = writer.get_extra_info("sockname")
+    (conn,) = [c for c in node.server.connections if c.transport.get_extra_info("peername") == here]
+    sock = conn.transport.get_extra_info("socket")
+    return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT)
+
+
+async def _small_window_connection(port: int):
+    """A client connection with a 32 KiB receive buffer (the server cannot hand the kernel a
+    large body before the client reads it, whatever the host's defaults)."""
+    import socket
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 * 1024)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+    return await asyncio.open_connection(sock=sock, limit=64 * 1024)
+
+
+needs_lowat = pytest.mark.skipif(
+    not hasattr(__import__("socket"), "TCP_NOTSENT_LOWAT"), reason="no TCP_NOTSENT_LOWAT here"
+)
+
+
+@needs_lowat
+@pytest.mark.parametrize("sendfile_max", ["1MiB", "16MiB"])
+async def test_a_body_over_1_mib_goes_with_notsent_lowat_and_then_the_system_setting(
+    make_node, origin, client, sendfile_max
+) -> None:
+    """While a stored body over 1 MiB goes (copied, or by sendfile with sendfile_max above
+    it), the connection's TCP_NOTSENT_LOWAT is the node's notsent_lowat; once it is out, the
+    system's again, for the next answers on the connection."""
+    big = os.urandom(3 * 1024 * 1024)
+    node, _ = await _stored(
+        make_node,
+        origin,
+        client,
+        "/api/big3.bin",
+        big,
+        {"sendfile_max": sendfile_max, "notsent_lowat": "96KiB"},
+    )
+    reader, writer = await _small_window_connection(node.port)
+    try:
+        for _ in range(2):  # and again on the same connection
+            writer.write(b"GET /api/big3.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+            assert b" 200 " in head and b"hit" in head
+            # the client has not read the body: the server is still sending it
+            assert _server_lowat(node, writer) == 96 * 1024
+            assert await asyncio.wait_for(reader.readexactly(len(big)), 10) == big
+            for _ in range(100):  # the writer's last step runs once the transport drained
+                if _server_lowat(node, writer) == 0:
+                    break
+                await asyncio.sleep(0.01)
+            assert _server_lowat(node, writer) == 0
+    finally:
+        writer.close()
+
+
+@needs_lowat
+async def test_notsent_lowat_0_leaves_the_system_setting(make_node, origin, client) -> None:
+    big = os.urandom(3 * 1024 * 1024)
+    node, _ = await _stored(make_node, origin, client, "/api/big3.bin", big, {"notsent_lowat": 0})
+    reader, writer = await _small_window_connection(node.port)
+    try:
+        writer.write(b"GET /api/big3.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+        await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        assert _server_lowat(node, writer) == 0
+        assert await asyncio.wait_for(reader.readexactly(len(big)), 10) == big
+    finally:
+        writer.close()
+
+
+@needs_lowat
+async def test_pacing_a_connection_the_client_closed_is_a_no_op(make_node, origin, client) -> None:
+    """A large answer starting after its client left (a miss that waited on upstream): the
+    socket is gone (uvloop's wrapper then raises ValueError), the answer must not fail."""
+    big = os.urandom(3 * 1024 * 1024)
+    node, _ = await _stored(make_node, origin, client, "/api/big3.bin", big, {})
+    _, writer = await _small_window_connection(node.port)
+    here = writer.get_extra_info("sockname")
+    for _ in range(200):
+        conns = [
+            c for c in node.server.connections if c.transport.get_extra_info("peername") == here
+        ]
+        if conns:
+            break
+        await asyncio.sleep(0.01)
+    (conn,) = conns
+    writer.close()
+    for _ in range(200):
+        if conn.closed:
+            break
+        await asyncio.sleep(0.01)
+    assert conn.closed
+    conn.pace(True)
+    conn.pace(False)
+    assert not conn._paced
