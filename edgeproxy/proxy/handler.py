@@ -107,6 +107,7 @@ from edgeproxy.proxy.coalesce import (
 from edgeproxy.proxy.compress import decode_chunks
 from edgeproxy.proxy.fillread import FillFailed, fill_chunks
 from edgeproxy.proxy.s3 import map_s3_status, s3_error_code
+from edgeproxy.proxy.server import PACED_BODY_MIN
 from edgeproxy.proxy.slices import Slicer, same_version
 from edgeproxy.proxy.upstream import NoSuchTarget, Upstream, UpstreamError
 from edgeproxy.proxy.variants import Variants
@@ -385,9 +386,11 @@ class Node:
         body = store.ram.get(entry.key_hex)
         if body is None:
             body = entry.mapped
-            if body is None or entry.size > 1024 * 1024:
+            if body is None or entry.size > PACED_BODY_MIN:
                 return False
             store.served_mapped(entry)
+        elif len(body) > PACED_BODY_MIN:
+            return False  # (ram_object_max over 1 MiB) the writer sends it paced
         store.touch(entry.key_hex, now)
         head = self._hit_head(entry, policy, now)
         if not req.keep_alive:
@@ -475,10 +478,12 @@ class Node:
             ):
                 return None
             source, offset = part, first - start
+        if last - first >= PACED_BODY_MIN:
+            return None  # the writer sends it paced
         body = store.ram.get(source.key_hex)
         if body is None:
             body = source.mapped
-            if body is None or last - first >= 1024 * 1024:
+            if body is None:
                 return None
             store.served_mapped(source)
         return FastRange(source, body, offset, first, last, total)

@@ -16,10 +16,18 @@ pytestmark = pytest.mark.integration
 BODY = os.urandom(700 * 1024)
 
 
-async def _stored(make_node, origin, client, path: str, body: bytes, node_extra: dict):
+async def _stored(
+    make_node,
+    origin,
+    client,
+    path: str,
+    body: bytes,
+    node_extra: dict,
+    ram_object_max: str = "64KiB",
+):
     """A node (``node_extra`` in its [node] table) whose store holds ``body`` at ``path``,
-    fetched once from an in-process origin, mapped from the page cache (ram_object_max
-    64 KiB): returns the node and the object's URL."""
+    fetched once from an in-process origin, mapped from the page cache (unless
+    ``ram_object_max`` keeps it in RAM): returns the node and the object's URL."""
 
     async def answer(request: web.Request) -> web.StreamResponse:
         return web.Response(body=body, headers={"Cache-Control": "max-age=600", "ETag": '"v1"'})
@@ -27,7 +35,7 @@ async def _stored(make_node, origin, client, path: str, body: bytes, node_extra:
     origin.routes[path] = answer
     node = await make_node(
         {"parents": [origin.endpoint]},
-        store_extra={"ram_object_max": "64KiB"},
+        store_extra={"ram_object_max": ram_object_max},
         node_extra=node_extra,
     )
     url = f"http://127.0.0.1:{node.port}{path}"
@@ -386,3 +394,30 @@ async def test_pacing_a_connection_the_client_closed_is_a_no_op(make_node, origi
     conn.pace(True)
     conn.pace(False)
     assert not conn._paced
+
+
+@needs_lowat
+async def test_a_ram_body_over_1_mib_goes_paced_too(make_node, origin, client) -> None:
+    """With ram_object_max above 1 MiB, a hit on a RAM body over 1 MiB (and a range of
+    more than 1 MiB of it) leaves the fast path for the writer, which paces it."""
+    big = os.urandom(3 * 1024 * 1024)
+    node, _ = await _stored(
+        make_node, origin, client, "/api/ram3.bin", big, {"notsent_lowat": "96KiB"}, "4MiB"
+    )
+    store = node.node.store
+    for _ in range(200):  # the RAM layer holds it once the fill is published
+        if any(store.ram.get(k) is not None for k in store.index):
+            break
+        await asyncio.sleep(0.01)
+    assert any(store.ram.get(k) is not None for k in store.index)
+    reader, writer = await _small_window_connection(node.port)
+    try:
+        for extra, size in ((b"", len(big)), (b"Range: bytes=100-2000099\r\n", 2_000_000)):
+            writer.write(b"GET /api/ram3.bin HTTP/1.1\r\nHost: x\r\n" + extra + b"\r\n")
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+            assert b"hit" in head
+            assert _server_lowat(node, writer) == 96 * 1024
+            body = await asyncio.wait_for(reader.readexactly(size), 10)
+            assert body == (big if size == len(big) else big[100:2000100])
+    finally:
+        writer.close()
