@@ -272,43 +272,6 @@ async def test_a_dropped_entry_lets_go_of_its_mapping(tmp_path: Path) -> None:
     await store.close()
 
 
-async def test_a_body_moved_in_by_a_process_killed_before_its_metadata_is_removed(
-    tmp_path: Path, monkeypatch
-) -> None:
-    """Publishing writes the metadata to tmp/ first, then renames the body into objects/,
-    then the metadata: a process dying between the two renames leaves a body nobody names,
-    which remove_temporary_files_of (the master, after reaping the worker) removes; a body
-    whose metadata did land stays."""
-    from edgeproxy.cache.store import remove_temporary_files_of
-
-    store = _store(tmp_path)
-    await store.start()
-    kept = await _put(store, KEY_B, b"published")
-    real_rename = os.rename
-
-    def dies_before_the_metadata(src, dst, *args, **kwargs):
-        if str(dst).endswith(".meta"):
-            raise SystemExit("killed")  # stands for kill -9: nothing after runs
-        return real_rename(src, dst, *args, **kwargs)
-
-    monkeypatch.setattr(os, "rename", dies_before_the_metadata)
-    writer = store.new_writer(KEY_A)
-    await writer.write(b"never published")
-    entry = _entry(KEY_A)
-    with pytest.raises(SystemExit):
-        await store.publish(writer, entry)
-    monkeypatch.setattr(os, "rename", real_rename)
-    orphan = store._dir_for(KEY_A) / entry.body_file
-    assert orphan.exists() and not store.meta_path(KEY_A).exists()
-    assert any(name.endswith(".meta") for name in os.listdir(tmp_path / "tmp"))
-    assert remove_temporary_files_of(tmp_path, os.getpid()) >= 2  # the body, the .meta
-    assert not orphan.exists() and not any(
-        name.endswith(".meta") for name in os.listdir(tmp_path / "tmp")
-    )
-    assert store.body_path(kept).read_bytes() == b"published"
-    await store.close()
-
-
 async def _cut_publish(store: DiskStore, key: str, monkeypatch) -> Path:
     """Publish ``key`` as a process killed between the body's rename and the metadata's
     would: returns the body left in objects/ (its metadata stays in tmp/)."""
@@ -329,6 +292,28 @@ async def _cut_publish(store: DiskStore, key: str, monkeypatch) -> Path:
     body = store._dir_for(key) / entry.body_file
     assert body.exists() and not store.meta_path(key).exists()
     return body
+
+
+async def test_a_body_moved_in_by_a_process_killed_before_its_metadata_is_removed(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """Publishing writes the metadata to tmp/ first, then renames the body into objects/,
+    then the metadata: a process dying between the two renames leaves a body nobody names,
+    which remove_temporary_files_of (the master, after reaping the worker) removes; a body
+    whose metadata did land stays."""
+    from edgeproxy.cache.store import remove_temporary_files_of
+
+    store = _store(tmp_path)
+    await store.start()
+    kept = await _put(store, KEY_B, b"published")
+    orphan = await _cut_publish(store, KEY_A, monkeypatch)
+    assert any(name.endswith(".meta") for name in os.listdir(tmp_path / "tmp"))
+    assert remove_temporary_files_of(tmp_path, os.getpid()) >= 2  # the body, the .meta
+    assert not orphan.exists() and not any(
+        name.endswith(".meta") for name in os.listdir(tmp_path / "tmp")
+    )
+    assert store.body_path(kept).read_bytes() == b"published"
+    await store.close()
 
 
 async def test_a_fresh_start_removes_a_body_a_killed_node_moved_in_just_before(
