@@ -284,7 +284,7 @@ class HttpConnection(asyncio.Protocol):
         self._head_sock: socket.socket | None = None
         self._head_sock_tried = False
         self._pending: list[bytes | memoryview] | None = None  # write_soon's, not yet written
-        self._paced = False  # TCP_NOTSENT_LOWAT set for a large body (see pace)
+        self.paced = False  # TCP_NOTSENT_LOWAT set for a large body (see pace)
         # state of the message being parsed
         self._url = b""
         self._raw: list[tuple[str, str]] = []
@@ -668,16 +668,16 @@ class HttpConnection(asyncio.Protocol):
         --lowat-ab``: 8 MiB hits 403 vs 339 req/s, 4 MiB 1,015 vs 634, p99 halved.
         Failures (a socket without the option, or gone) are ignored: the body still goes."""
         lowat = self.limits.notsent_lowat
-        if self._paced == on or lowat <= 0 or not TCP_NOTSENT_LOWAT or self.closed:
+        if self.paced == on or lowat <= 0 or not TCP_NOTSENT_LOWAT or self.closed:
             return
         if self.transport is None:
-            return
+            return  # (never connected)
         sock = self.transport.get_extra_info("socket")
         try:
             sock.setsockopt(socket.IPPROTO_TCP, TCP_NOTSENT_LOWAT, lowat if on else 0)
         except (OSError, AttributeError, ValueError):  # ValueError: uvloop's, once closed
             return
-        self._paced = on
+        self.paced = on
 
     def _send_head_more(self, head: bytes) -> int:
         """Send ``head`` on the socket with MSG_MORE; returns the bytes sent (0 when the
@@ -907,7 +907,7 @@ class ResponseWriter:
         self._flush_head()
         if self.chunked and not self.conn.closed:
             self.conn.write(b"0\r\n\r\n")
-        if self.conn._paced and not self.conn.closed:
+        if self.conn.paced and not self.conn.closed:
             self.conn.pace(False)  # the body is in the kernel or the transport's buffer
 
     def abort(self) -> None:

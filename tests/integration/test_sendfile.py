@@ -393,7 +393,7 @@ async def test_pacing_a_connection_the_client_closed_is_a_no_op(make_node, origi
     assert conn.closed
     conn.pace(True)
     conn.pace(False)
-    assert not conn._paced
+    assert not conn.paced
 
 
 @needs_lowat
